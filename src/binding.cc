@@ -1,0 +1,149 @@
+// The addon's entry: turns JavaScript values into engine calls and engine
+// results back into JavaScript values. Policy lives in lib/.
+#include <napi.h>
+
+#include "errno_error.h"
+#include "splice.h"
+
+namespace sosplice {
+namespace {
+
+struct Addon {
+  std::unique_ptr<Engine, void (*)(Engine*)> engine = CreateEngine();
+};
+
+// What a JavaScript handle refers to. Shared with the end callback, which
+// may run after the handle has been collected.
+struct Handle {
+  std::shared_ptr<Splice> splice;
+  Napi::ThreadSafeFunction tsfn;
+  bool live = true;  // main thread only: false once the end was delivered
+};
+
+using HandleRef = std::shared_ptr<Handle>;
+
+HandleRef& Unwrap(const Napi::CallbackInfo& info) {
+  if (!info[0].IsExternal())
+    throw Napi::TypeError::New(info.Env(), "expected a splice handle");
+  return *info[0].As<Napi::External<HandleRef>>().Data();
+}
+
+int64_t NonNegative(const Napi::Value& v, const char* name) {
+  if (!v.IsNumber())
+    throw Napi::TypeError::New(v.Env(), std::string(name) + " must be a number");
+  int64_t n = v.As<Napi::Number>().Int64Value();
+  if (n < 0)
+    throw Napi::RangeError::New(v.Env(), std::string(name) + " must be >= 0");
+  return n;
+}
+
+// An ended splice on its way from an engine thread to the main thread.
+struct Delivery {
+  HandleRef handle;
+  Result result;
+};
+
+void DeliverEnd(Napi::Env env, Napi::Function on_end, Delivery* delivery) {
+  std::unique_ptr<Delivery> d(delivery);
+  Result* r = &d->result;
+  d->handle->live = false;
+  if (env == nullptr) return;  // the environment is shutting down
+  Napi::Value error = env.Undefined();
+  if (r->reason == kError) error = ErrnoError(env, r->error, r->syscall).Value();
+  Napi::Value residual = env.Undefined();
+  if (!r->residual.empty())
+    residual = Napi::Buffer<char>::Copy(env, r->residual.data(),
+                                        r->residual.size());
+  on_end.Call({Napi::Number::New(env, static_cast<double>(r->bytes)),
+               Napi::Number::New(env, r->reason), error, residual});
+}
+
+// start(sourceFd, drainFd, max, idleMs, onEnd(bytes, reason, error, residual))
+Napi::Value StartSplice(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int source = static_cast<int>(NonNegative(info[0], "source fd"));
+  int drain = static_cast<int>(NonNegative(info[1], "drain fd"));
+  Options options;
+  options.max = NonNegative(info[2], "max");
+  options.idle_ms = NonNegative(info[3], "idle");
+  if (!info[4].IsFunction())
+    throw Napi::TypeError::New(env, "onEnd must be a function");
+
+  auto handle = std::make_shared<Handle>();
+  handle->tsfn = Napi::ThreadSafeFunction::New(
+      env, info[4].As<Napi::Function>(), "sosplice", 0, 1);
+  Napi::ThreadSafeFunction tsfn = handle->tsfn;
+  EndCallback on_end = [tsfn, handle](Result&& result) mutable {
+    auto* d = new Delivery{handle, std::move(result)};
+    if (tsfn.NonBlockingCall(d, DeliverEnd) != napi_ok) delete d;
+    tsfn.Release();
+  };
+
+  SysError err;
+  Addon* addon = env.GetInstanceData<Addon>();
+  handle->splice =
+      Start(*addon->engine, source, drain, options, std::move(on_end), &err);
+  if (!handle->splice) {
+    handle->tsfn.Release();
+    handle->live = false;
+    throw ErrnoError(env, err.error, err.syscall);
+  }
+  return Napi::External<HandleRef>::New(
+      env, new HandleRef(handle), [](Napi::Env, HandleRef* h) { delete h; });
+}
+
+// stop(handle, reason)
+Napi::Value StopSplice(const Napi::CallbackInfo& info) {
+  HandleRef& h = Unwrap(info);
+  int reason = info[1].As<Napi::Number>().Int32Value();
+  if (reason != kUnsplice && reason != kClose)
+    throw Napi::RangeError::New(info.Env(), "reason must be unsplice or close");
+  if (h->live) Stop(h->splice, static_cast<Reason>(reason));
+  return info.Env().Undefined();
+}
+
+Napi::Value SpliceBytes(const Napi::CallbackInfo& info) {
+  HandleRef& h = Unwrap(info);
+  return Napi::Number::New(info.Env(),
+                           static_cast<double>(Bytes(*h->splice)));
+}
+
+// ref(handle, on): whether a live splice keeps the event loop alive.
+Napi::Value RefSplice(const Napi::CallbackInfo& info) {
+  HandleRef& h = Unwrap(info);
+  if (h->live) {
+    if (info[1].ToBoolean())
+      h->tsfn.Ref(info.Env());
+    else
+      h->tsfn.Unref(info.Env());
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value EngineStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Stats stats = GetStats(*env.GetInstanceData<Addon>()->engine);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("workers", stats.workers);
+  out.Set("splices", stats.splices);
+  out.Set("pooledPipes", stats.pooled_pipes);
+  return out;
+}
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  env.SetInstanceData(new Addon());
+  exports.Set("backend", Napi::String::New(env, BackendName()));
+  exports.Set("start", Napi::Function::New(env, StartSplice));
+  exports.Set("stop", Napi::Function::New(env, StopSplice));
+  exports.Set("bytes", Napi::Function::New(env, SpliceBytes));
+  exports.Set("ref", Napi::Function::New(env, RefSplice));
+  exports.Set("stats", Napi::Function::New(env, EngineStats));
+  return exports;
+}
+
+}  // namespace sosplice
+
+using sosplice::Init;
+NODE_API_MODULE(sosplice, Init)

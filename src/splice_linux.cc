@@ -1,0 +1,549 @@
+// The Linux `pipe` backend: splice(2) socket -> pipe -> socket, driven by
+// worker threads with one epoll loop each. A splice is assigned to the least
+// loaded worker when it starts and stays there (FreeBSD's design).
+#include "splice.h"
+
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+
+namespace sosplice {
+namespace {
+
+constexpr int kPipeSize = 256 * 1024;  // asked for; the kernel may refuse
+constexpr size_t kPoolMax = 64;        // idle pipes kept per worker
+constexpr int kBudget = 32;            // splice calls before yielding a turn
+constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+
+int64_t NowMs() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// A socket's identity, independent of which descriptor refers to it.
+using SocketId = std::pair<dev_t, ino_t>;
+
+void CloseFd(int fd) {
+  // Linux releases the descriptor even when close() reports EINTR, so it is
+  // never retried.
+  if (fd >= 0) close(fd);
+}
+
+[[noreturn]] void Fatal(const char* what) {
+  std::perror(what);
+  std::abort();
+}
+
+struct Pipe {
+  int r = -1;
+  int w = -1;
+  size_t capacity = 0;
+};
+
+}  // namespace
+
+class Worker;
+
+class Splice {
+ public:
+  int source = -1;  // our duplicates: Node may close or reuse its own
+  int drain = -1;
+  SocketId source_id;
+  SocketId drain_id;
+  Options options;
+  EndCallback on_end;
+  Worker* worker = nullptr;
+
+  // Touched only by the worker thread.
+  Pipe pipe;
+  size_t in_pipe = 0;  // bytes in the pipe, not yet in the drain
+  int64_t pulled = 0;  // bytes taken from the source
+  int64_t last_move = 0;
+  bool ended = false;
+  bool queued = false;  // in the worker's ready list
+
+  std::atomic<int64_t> moved{0};  // bytes written to the drain
+};
+
+namespace {
+
+struct Command {
+  std::shared_ptr<Splice> splice;
+  Reason stop;  // 0: start it
+};
+
+}  // namespace
+
+class Worker {
+ public:
+  Worker();
+  ~Worker();
+  void Post(Command command);
+
+  std::atomic<int> load{0};
+  std::atomic<int> pooled{0};
+
+ private:
+  void Run();
+  void Drain();
+  void Add(const std::shared_ptr<Splice>& s);
+  void Pump(Splice& s);
+  void Finish(Splice& s, Reason reason, int error, const char* syscall,
+              bool drain_failed);
+  bool AcquirePipe(Splice& s);
+  void ReleasePipe(Splice& s);
+  int IdleTimeout();
+  void CheckIdle();
+
+  int epoll_ = -1;
+  int wake_ = -1;
+  std::mutex mutex_;
+  std::vector<Command> inbox_;
+  bool quit_ = false;
+
+  std::unordered_map<Splice*, std::shared_ptr<Splice>> live_;
+  std::vector<std::shared_ptr<Splice>> ready_;
+  std::vector<std::shared_ptr<Splice>> ended_;  // kept until the turn ends
+  std::vector<Pipe> pool_;
+  int64_t next_idle_check_ = INT64_MAX;
+  std::thread thread_;
+};
+
+class Engine {
+ public:
+  ~Engine() = default;
+
+  Worker& LeastLoaded() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (workers_.empty()) {
+      unsigned n = std::max(1u, std::thread::hardware_concurrency());
+      for (unsigned i = 0; i < n; i++)
+        workers_.push_back(std::make_unique<Worker>());
+    }
+    Worker* best = workers_[0].get();
+    for (auto& w : workers_)
+      if (w->load < best->load) best = w.get();
+    return *best;
+  }
+
+  // One source per drain and one drain per source, as the kernels enforce.
+  bool Claim(const SocketId& source, const SocketId& drain) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (sources_.count(source) || drains_.count(drain)) return false;
+    sources_[source] = 1;
+    drains_[drain] = 1;
+    return true;
+  }
+
+  void Unclaim(const SocketId& source, const SocketId& drain) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    sources_.erase(source);
+    drains_.erase(drain);
+  }
+
+  Stats GetStats() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Stats stats;
+    stats.workers = static_cast<int>(workers_.size());
+    for (auto& w : workers_) {
+      stats.splices += w->load;
+      stats.pooled_pipes += w->pooled;
+    }
+    return stats;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::map<SocketId, int> sources_;
+  std::map<SocketId, int> drains_;
+};
+
+Worker::Worker() {
+  epoll_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_ < 0) Fatal("sosplice: epoll_create1");
+  wake_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_ < 0) Fatal("sosplice: eventfd");
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = nullptr;  // the wake-up descriptor
+  if (epoll_ctl(epoll_, EPOLL_CTL_ADD, wake_, &ev) < 0)
+    Fatal("sosplice: epoll_ctl");
+  thread_ = std::thread([this] { Run(); });
+}
+
+Worker::~Worker() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    quit_ = true;
+  }
+  uint64_t one = 1;
+  if (write(wake_, &one, sizeof one) < 0 && errno != EAGAIN)
+    Fatal("sosplice: eventfd write");
+  thread_.join();
+  // The environment is going away: close what is left without reporting.
+  for (auto& [ptr, s] : live_) {
+    CloseFd(s->source);
+    CloseFd(s->drain);
+    CloseFd(s->pipe.r);
+    CloseFd(s->pipe.w);
+  }
+  for (Pipe& p : pool_) {
+    CloseFd(p.r);
+    CloseFd(p.w);
+  }
+  CloseFd(wake_);
+  CloseFd(epoll_);
+}
+
+void Worker::Post(Command command) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    inbox_.push_back(std::move(command));
+  }
+  uint64_t one = 1;
+  // EAGAIN only if the counter is full, and then a wake-up is pending anyway.
+  if (write(wake_, &one, sizeof one) < 0 && errno != EAGAIN)
+    Fatal("sosplice: eventfd write");
+}
+
+void Worker::Run() {
+  epoll_event events[128];
+  for (;;) {
+    int n = epoll_wait(epoll_, events, 128, ready_.empty() ? IdleTimeout() : 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      Fatal("sosplice: epoll_wait");
+    }
+    for (int i = 0; i < n; i++) {
+      if (events[i].data.ptr == nullptr) {
+        uint64_t count;
+        if (read(wake_, &count, sizeof count) < 0 && errno != EAGAIN)
+          Fatal("sosplice: eventfd read");
+        std::vector<Command> inbox;
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          if (quit_) return;
+          inbox.swap(inbox_);
+        }
+        for (Command& c : inbox) {
+          if (c.stop == 0)
+            Add(c.splice);
+          else if (!c.splice->ended)
+            Finish(*c.splice, c.stop, 0, "", false);
+        }
+      } else {
+        Splice* s = static_cast<Splice*>(events[i].data.ptr);
+        if (!s->ended) Pump(*s);
+      }
+    }
+    std::vector<std::shared_ptr<Splice>> ready;
+    ready.swap(ready_);
+    for (auto& s : ready) {
+      s->queued = false;
+      if (!s->ended) Pump(*s);
+    }
+    CheckIdle();
+    ended_.clear();
+  }
+}
+
+void Worker::Add(const std::shared_ptr<Splice>& s) {
+  live_[s.get()] = s;
+  s->last_move = NowMs();
+  if (s->options.idle_ms > 0)
+    next_idle_check_ =
+        std::min(next_idle_check_, s->last_move + s->options.idle_ms);
+  // Edge-triggered: the loop below always runs each side to EAGAIN.
+  epoll_event ev{};
+  ev.data.ptr = s.get();
+  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+  if (epoll_ctl(epoll_, EPOLL_CTL_ADD, s->source, &ev) < 0)
+    return Finish(*s, kError, errno, "epoll_ctl", false);
+  ev.events = EPOLLOUT | EPOLLET;
+  if (epoll_ctl(epoll_, EPOLL_CTL_ADD, s->drain, &ev) < 0)
+    return Finish(*s, kError, errno, "epoll_ctl", false);
+  Pump(*s);  // data may already be waiting in the source
+}
+
+// Go's rule: empty the pipe into the drain before pulling more from the
+// source, so EAGAIN on the drain means "drain full" and on the source "no
+// data", never both.
+void Worker::Pump(Splice& s) {
+  for (int turn = 0; turn < kBudget; turn++) {
+    if (s.in_pipe > 0) {
+      ssize_t n = splice(s.pipe.r, nullptr, s.drain, nullptr, s.in_pipe,
+                         kSpliceFlags);
+      if (n > 0) {
+        s.in_pipe -= n;
+        s.moved += n;
+        s.last_move = NowMs();
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) return;  // EPOLLOUT will call us back
+      // A socket never accepts 0 bytes of a non-empty pipe; treat it as gone.
+      return Finish(s, kError, n < 0 ? errno : EPIPE, "splice", true);
+    }
+    if (s.options.max > 0 && s.pulled >= s.options.max)
+      return Finish(s, kMax, 0, "", false);
+    if (!AcquirePipe(s)) return Finish(s, kError, errno, "pipe2", false);
+    size_t want = s.pipe.capacity;
+    if (s.options.max > 0)
+      want = static_cast<size_t>(
+          std::min<int64_t>(want, s.options.max - s.pulled));
+    ssize_t n =
+        splice(s.source, nullptr, s.pipe.w, nullptr, want, kSpliceFlags);
+    if (n > 0) {
+      s.in_pipe = n;
+      s.pulled += n;
+      s.last_move = NowMs();
+      continue;
+    }
+    if (n == 0) return Finish(s, kEof, 0, "", false);
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) {
+      ReleasePipe(s);  // idle splices hold no pipe
+      return;
+    }
+    return Finish(s, kError, errno, "splice", false);
+  }
+  // Budget spent with data still flowing: let the other splices have a turn.
+  if (!s.queued) {
+    s.queued = true;
+    ready_.push_back(live_[&s]);
+  }
+}
+
+void Worker::Finish(Splice& s, Reason reason, int error, const char* syscall,
+                    bool drain_failed) {
+  Result result;
+  if (!drain_failed) {
+    // Whatever fits in the drain now goes there; the rest is handed to
+    // JavaScript, which queues it on the drain before anything else.
+    while (s.in_pipe > 0) {
+      ssize_t n = splice(s.pipe.r, nullptr, s.drain, nullptr, s.in_pipe,
+                         kSpliceFlags);
+      if (n > 0) {
+        s.in_pipe -= n;
+        s.moved += n;
+      } else if (!(n < 0 && errno == EINTR)) {
+        break;
+      }
+    }
+    result.residual.resize(s.in_pipe);
+    size_t got = 0;
+    while (got < s.in_pipe) {
+      ssize_t n = read(s.pipe.r, result.residual.data() + got, s.in_pipe - got);
+      if (n > 0)
+        got += n;
+      else if (!(n < 0 && errno == EINTR))
+        break;  // cannot happen for bytes already in the pipe
+    }
+    result.residual.resize(got);
+    s.in_pipe -= got;
+  }
+  // The registrations belong to the open socket, which Node keeps open, so
+  // they must be removed before our duplicates are closed.
+  epoll_ctl(epoll_, EPOLL_CTL_DEL, s.source, nullptr);
+  epoll_ctl(epoll_, EPOLL_CTL_DEL, s.drain, nullptr);
+  CloseFd(s.source);
+  CloseFd(s.drain);
+  s.source = s.drain = -1;
+  ReleasePipe(s);
+
+  s.ended = true;
+  auto it = live_.find(&s);
+  ended_.push_back(it->second);
+  live_.erase(it);
+  load--;
+
+  result.bytes = s.moved;
+  result.reason = reason;
+  result.error = error;
+  result.syscall = syscall;
+  s.on_end(std::move(result));
+  s.on_end = nullptr;
+}
+
+bool Worker::AcquirePipe(Splice& s) {
+  if (s.pipe.r >= 0) return true;
+  if (!pool_.empty()) {
+    s.pipe = pool_.back();
+    pool_.pop_back();
+    pooled--;
+    return true;
+  }
+  int fds[2];
+  if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) return false;
+  s.pipe.r = fds[0];
+  s.pipe.w = fds[1];
+  // A larger pipe moves more per call; it is only a hint, so a refusal
+  // (the per-user pipe memory limit) keeps the default size.
+  int size = fcntl(fds[1], F_SETPIPE_SZ, kPipeSize);
+  if (size < 0) size = fcntl(fds[1], F_GETPIPE_SZ);
+  s.pipe.capacity = size > 0 ? size : 65536;
+  return true;
+}
+
+void Worker::ReleasePipe(Splice& s) {
+  if (s.pipe.r < 0) return;
+  if (s.in_pipe == 0 && pool_.size() < kPoolMax) {
+    pool_.push_back(s.pipe);
+    pooled++;
+  } else {
+    CloseFd(s.pipe.r);
+    CloseFd(s.pipe.w);
+  }
+  s.pipe = Pipe{};
+  s.in_pipe = 0;
+}
+
+int Worker::IdleTimeout() {
+  if (next_idle_check_ == INT64_MAX) return -1;
+  return static_cast<int>(
+      std::clamp<int64_t>(next_idle_check_ - NowMs(), 0, INT32_MAX));
+}
+
+// next_idle_check_ is a lower bound of every idle deadline: deadlines only
+// move later as bytes move, so the live splices are scanned only when the
+// earliest one may have passed.
+void Worker::CheckIdle() {
+  int64_t now = NowMs();
+  if (now < next_idle_check_) return;
+  next_idle_check_ = INT64_MAX;
+  std::vector<Splice*> expired;
+  for (auto& [ptr, s] : live_) {
+    if (s->options.idle_ms <= 0) continue;
+    int64_t deadline = s->last_move + s->options.idle_ms;
+    if (deadline <= now)
+      expired.push_back(ptr);
+    else
+      next_idle_check_ = std::min(next_idle_check_, deadline);
+  }
+  for (Splice* s : expired) Finish(*s, kIdle, 0, "", false);
+}
+
+namespace {
+
+// The checks the BSD kernels make in sosplice(), with FreeBSD's codes.
+bool CheckSocket(int fd, SocketId* id, int* type, int* protocol,
+                 SysError* err) {
+  struct stat st;
+  if (fstat(fd, &st) < 0) {
+    *err = {errno, "fstat"};
+    return false;
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    *err = {ENOTSOCK, "splice"};
+    return false;
+  }
+  *id = {st.st_dev, st.st_ino};
+  int listening = 0;
+  socklen_t len = sizeof listening;
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0) {
+    *err = {errno, "getsockopt"};
+    return false;
+  }
+  if (listening) {
+    *err = {EINVAL, "splice"};
+    return false;
+  }
+  len = sizeof *type;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, type, &len) < 0) {
+    *err = {errno, "getsockopt"};
+    return false;
+  }
+  len = sizeof *protocol;
+  if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, protocol, &len) < 0) {
+    *err = {errno, "getsockopt"};
+    return false;
+  }
+  sockaddr_storage peer;
+  len = sizeof peer;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) < 0) {
+    *err = {errno, "getpeername"};
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::unique_ptr<Engine, void (*)(Engine*)> CreateEngine() {
+  return {new Engine(), [](Engine* e) { delete e; }};
+}
+
+const char* BackendName() { return "pipe"; }
+
+std::shared_ptr<Splice> Start(Engine& engine, int source, int drain,
+                              const Options& options, EndCallback on_end,
+                              SysError* err) {
+  SocketId source_id, drain_id;
+  int source_type, drain_type, source_proto, drain_proto;
+  if (!CheckSocket(source, &source_id, &source_type, &source_proto, err) ||
+      !CheckSocket(drain, &drain_id, &drain_type, &drain_proto, err))
+    return nullptr;
+  if (source_id == drain_id) {
+    *err = {EINVAL, "splice"};
+    return nullptr;
+  }
+  // splice(2) reads only from stream sockets; both ends speak the same one.
+  if (source_type != SOCK_STREAM || drain_type != SOCK_STREAM ||
+      source_proto != drain_proto) {
+    *err = {EPROTONOSUPPORT, "splice"};
+    return nullptr;
+  }
+  if (!engine.Claim(source_id, drain_id)) {
+    *err = {EBUSY, "splice"};
+    return nullptr;
+  }
+  auto s = std::make_shared<Splice>();
+  s->source_id = source_id;
+  s->drain_id = drain_id;
+  s->source = fcntl(source, F_DUPFD_CLOEXEC, 0);
+  s->drain = s->source < 0 ? -1 : fcntl(drain, F_DUPFD_CLOEXEC, 0);
+  if (s->drain < 0) {
+    *err = {errno, "dup"};
+    CloseFd(s->source);
+    engine.Unclaim(source_id, drain_id);
+    return nullptr;
+  }
+  s->options = options;
+  s->on_end = [&engine, source_id, drain_id,
+               on_end = std::move(on_end)](Result&& r) {
+    engine.Unclaim(source_id, drain_id);
+    on_end(std::move(r));
+  };
+  Worker& worker = engine.LeastLoaded();
+  s->worker = &worker;
+  worker.load++;
+  worker.Post({s, static_cast<Reason>(0)});
+  return s;
+}
+
+void Stop(const std::shared_ptr<Splice>& splice, Reason reason) {
+  splice->worker->Post({splice, reason});
+}
+
+int64_t Bytes(const Splice& splice) { return splice.moved; }
+
+Stats GetStats(Engine& engine) { return engine.GetStats(); }
+
+}  // namespace sosplice
