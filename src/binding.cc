@@ -58,7 +58,9 @@ void DeliverEnd(Napi::Env env, Napi::Function on_end, Delivery* delivery) {
                Napi::Number::New(env, r->reason), error, residual});
 }
 
-// start(sourceFd, drainFd, max, idleMs, onEnd(bytes, reason, error, residual))
+// start(sourceFd, drainFd, max, idleMs, returnResidual,
+//       onEnd(bytes, reason, error, residual)): validates and holds; run() starts
+// the moving.
 Napi::Value StartSplice(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int source = static_cast<int>(NonNegative(info[0], "source fd"));
@@ -66,12 +68,13 @@ Napi::Value StartSplice(const Napi::CallbackInfo& info) {
   Options options;
   options.max = NonNegative(info[2], "max");
   options.idle_ms = NonNegative(info[3], "idle");
-  if (!info[4].IsFunction())
+  options.return_residual = info[4].ToBoolean();
+  if (!info[5].IsFunction())
     throw Napi::TypeError::New(env, "onEnd must be a function");
 
   auto handle = std::make_shared<Handle>();
   handle->tsfn = Napi::ThreadSafeFunction::New(
-      env, info[4].As<Napi::Function>(), "sosplice", 0, 1);
+      env, info[5].As<Napi::Function>(), "sosplice", 0, 1);
   Napi::ThreadSafeFunction tsfn = handle->tsfn;
   EndCallback on_end = [tsfn, handle](Result&& result) mutable {
     auto* d = new Delivery{handle, std::move(result)};
@@ -90,6 +93,12 @@ Napi::Value StartSplice(const Napi::CallbackInfo& info) {
   }
   return Napi::External<HandleRef>::New(
       env, new HandleRef(handle), [](Napi::Env, HandleRef* h) { delete h; });
+}
+
+Napi::Value RunSplice(const Napi::CallbackInfo& info) {
+  HandleRef& h = Unwrap(info);
+  if (h->live) Run(h->splice);
+  return info.Env().Undefined();
 }
 
 // stop(handle, reason)
@@ -136,6 +145,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new Addon());
   exports.Set("backend", Napi::String::New(env, BackendName()));
   exports.Set("start", Napi::Function::New(env, StartSplice));
+  exports.Set("run", Napi::Function::New(env, RunSplice));
   exports.Set("stop", Napi::Function::New(env, StopSplice));
   exports.Set("bytes", Napi::Function::New(env, SpliceBytes));
   exports.Set("ref", Napi::Function::New(env, RefSplice));

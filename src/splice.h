@@ -22,6 +22,10 @@ enum Reason : int {
 struct Options {
   int64_t max = 0;      // 0: no limit
   int64_t idle_ms = 0;  // 0: no idle timeout
+  // Whether bytes still in flight when the splice ends at once (idle, close)
+  // come back in Result::residual. Without it they are first delivered to
+  // the drain, as after a manual unsplice.
+  bool return_residual = true;
 };
 
 struct Result {
@@ -54,12 +58,14 @@ struct Stats {
 std::unique_ptr<Engine, void (*)(Engine*)> CreateEngine();
 const char* BackendName();
 
-// Validates both descriptors, duplicates them and starts moving bytes.
+// Validates both descriptors and duplicates them; moves nothing until Run().
 // On failure returns null and fills *err; nothing is left open.
 std::shared_ptr<Splice> Start(Engine& engine, int source, int drain,
                               const Options& options, EndCallback on_end,
                               SysError* err);
-// Asks the splice to end with `reason`; a no-op once it has ended.
+void Run(const std::shared_ptr<Splice>& splice);
+// Asks the splice to end with kUnsplice (after what is in flight has reached
+// the drain) or kClose (at once); a no-op once it has ended. Main thread.
 void Stop(const std::shared_ptr<Splice>& splice, Reason reason);
 int64_t Bytes(const Splice& splice);
 Stats GetStats(Engine& engine);

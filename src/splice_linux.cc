@@ -69,12 +69,15 @@ class Splice {
   Options options;
   EndCallback on_end;
   Worker* worker = nullptr;
+  bool running = false;  // main thread: handed to the worker
 
   // Touched only by the worker thread.
   Pipe pipe;
   size_t in_pipe = 0;  // bytes in the pipe, not yet in the drain
   int64_t pulled = 0;  // bytes taken from the source
   int64_t last_move = 0;
+  Reason stopping = static_cast<Reason>(0);  // pull no more, then end so
+  bool registered = false;                   // in the worker's epoll set
   bool ended = false;
   bool queued = false;  // in the worker's ready list
 
@@ -85,7 +88,8 @@ namespace {
 
 struct Command {
   std::shared_ptr<Splice> splice;
-  Reason stop;  // 0: start it
+  bool add;     // the worker takes it over
+  Reason stop;  // 0, or the end asked for
 };
 
 }  // namespace
@@ -102,7 +106,9 @@ class Worker {
  private:
   void Run();
   void Drain();
+  void Handle(const Command& c);
   void Add(const std::shared_ptr<Splice>& s);
+  void Request(Splice& s, Reason reason);
   void Pump(Splice& s);
   void Finish(Splice& s, Reason reason, int error, const char* syscall,
               bool drain_failed);
@@ -242,12 +248,7 @@ void Worker::Run() {
           if (quit_) return;
           inbox.swap(inbox_);
         }
-        for (Command& c : inbox) {
-          if (c.stop == 0)
-            Add(c.splice);
-          else if (!c.splice->ended)
-            Finish(*c.splice, c.stop, 0, "", false);
-        }
+        for (Command& c : inbox) Handle(c);
       } else {
         Splice* s = static_cast<Splice*>(events[i].data.ptr);
         if (!s->ended) Pump(*s);
@@ -264,8 +265,18 @@ void Worker::Run() {
   }
 }
 
+void Worker::Handle(const Command& c) {
+  Splice& s = *c.splice;
+  if (c.add) {
+    live_[&s] = c.splice;
+    // Stopped before it ran: end without moving a byte.
+    if (c.stop != 0) return Finish(s, c.stop, 0, "", false);
+    return Add(c.splice);
+  }
+  if (!s.ended) Request(s, c.stop);
+}
+
 void Worker::Add(const std::shared_ptr<Splice>& s) {
-  live_[s.get()] = s;
   s->last_move = NowMs();
   if (s->options.idle_ms > 0)
     next_idle_check_ =
@@ -277,9 +288,21 @@ void Worker::Add(const std::shared_ptr<Splice>& s) {
   if (epoll_ctl(epoll_, EPOLL_CTL_ADD, s->source, &ev) < 0)
     return Finish(*s, kError, errno, "epoll_ctl", false);
   ev.events = EPOLLOUT | EPOLLET;
-  if (epoll_ctl(epoll_, EPOLL_CTL_ADD, s->drain, &ev) < 0)
-    return Finish(*s, kError, errno, "epoll_ctl", false);
+  if (epoll_ctl(epoll_, EPOLL_CTL_ADD, s->drain, &ev) < 0) {
+    int error = errno;
+    epoll_ctl(epoll_, EPOLL_CTL_DEL, s->source, nullptr);
+    return Finish(*s, kError, error, "epoll_ctl", false);
+  }
+  s->registered = true;
   Pump(*s);  // data may already be waiting in the source
+}
+
+// An unsplice lets what is in the pipe reach the drain first; a close ends
+// at once, since one of the sockets is gone.
+void Worker::Request(Splice& s, Reason reason) {
+  if (reason == kClose) return Finish(s, kClose, 0, "", false);
+  s.stopping = reason;
+  Pump(s);
 }
 
 // Go's rule: empty the pipe into the drain before pulling more from the
@@ -301,6 +324,7 @@ void Worker::Pump(Splice& s) {
       // A socket never accepts 0 bytes of a non-empty pipe; treat it as gone.
       return Finish(s, kError, n < 0 ? errno : EPIPE, "splice", true);
     }
+    if (s.stopping != 0) return Finish(s, s.stopping, 0, "", false);
     if (s.options.max > 0 && s.pulled >= s.options.max)
       return Finish(s, kMax, 0, "", false);
     if (!AcquirePipe(s)) return Finish(s, kError, errno, "pipe2", false);
@@ -334,19 +358,9 @@ void Worker::Pump(Splice& s) {
 void Worker::Finish(Splice& s, Reason reason, int error, const char* syscall,
                     bool drain_failed) {
   Result result;
-  if (!drain_failed) {
-    // Whatever fits in the drain now goes there; the rest is handed to
-    // JavaScript, which queues it on the drain before anything else.
-    while (s.in_pipe > 0) {
-      ssize_t n = splice(s.pipe.r, nullptr, s.drain, nullptr, s.in_pipe,
-                         kSpliceFlags);
-      if (n > 0) {
-        s.in_pipe -= n;
-        s.moved += n;
-      } else if (!(n < 0 && errno == EINTR)) {
-        break;
-      }
-    }
+  // Bytes still in the pipe have left the source: JavaScript queues them on
+  // the drain. After a drain error they have nowhere to go.
+  if (!drain_failed && s.options.return_residual) {
     result.residual.resize(s.in_pipe);
     size_t got = 0;
     while (got < s.in_pipe) {
@@ -361,8 +375,11 @@ void Worker::Finish(Splice& s, Reason reason, int error, const char* syscall,
   }
   // The registrations belong to the open socket, which Node keeps open, so
   // they must be removed before our duplicates are closed.
-  epoll_ctl(epoll_, EPOLL_CTL_DEL, s.source, nullptr);
-  epoll_ctl(epoll_, EPOLL_CTL_DEL, s.drain, nullptr);
+  if (s.registered) {
+    if (epoll_ctl(epoll_, EPOLL_CTL_DEL, s.source, nullptr) < 0 ||
+        epoll_ctl(epoll_, EPOLL_CTL_DEL, s.drain, nullptr) < 0)
+      Fatal("sosplice: epoll_ctl");
+  }
   CloseFd(s.source);
   CloseFd(s.drain);
   s.source = s.drain = -1;
@@ -430,14 +447,22 @@ void Worker::CheckIdle() {
   next_idle_check_ = INT64_MAX;
   std::vector<Splice*> expired;
   for (auto& [ptr, s] : live_) {
-    if (s->options.idle_ms <= 0) continue;
+    // A lingering end without a way to hand bytes back waits for the drain.
+    if (s->options.idle_ms <= 0 ||
+        (s->stopping != 0 && !s->options.return_residual))
+      continue;
     int64_t deadline = s->last_move + s->options.idle_ms;
     if (deadline <= now)
       expired.push_back(ptr);
     else
       next_idle_check_ = std::min(next_idle_check_, deadline);
   }
-  for (Splice* s : expired) Finish(*s, kIdle, 0, "", false);
+  for (Splice* s : expired) {
+    if (s->options.return_residual)
+      Finish(*s, kIdle, 0, "", false);
+    else
+      Request(*s, kIdle);
+  }
 }
 
 namespace {
@@ -534,12 +559,19 @@ std::shared_ptr<Splice> Start(Engine& engine, int source, int drain,
   Worker& worker = engine.LeastLoaded();
   s->worker = &worker;
   worker.load++;
-  worker.Post({s, static_cast<Reason>(0)});
   return s;
 }
 
+void Run(const std::shared_ptr<Splice>& splice) {
+  if (splice->running) return;
+  splice->running = true;
+  splice->worker->Post({splice, true, static_cast<Reason>(0)});
+}
+
 void Stop(const std::shared_ptr<Splice>& splice, Reason reason) {
-  splice->worker->Post({splice, reason});
+  bool add = !splice->running;
+  splice->running = true;
+  splice->worker->Post({splice, add, reason});
 }
 
 int64_t Bytes(const Splice& splice) { return splice.moved; }
