@@ -1,0 +1,73 @@
+import type net from 'node:net'
+import { systemError } from './errors.js'
+
+// Taking a Node socket over from Node, and giving it back. Node reads ahead
+// into its own buffer; while native code owns the descriptor Node must not
+// read it, and what Node already holds must be delivered first.
+
+interface StreamHandle {
+  fd: number
+  reading: boolean
+  readStop (): number
+}
+
+interface Internals {
+  _handle: StreamHandle | null
+  _read (size: number): void
+}
+
+function internals (socket: net.Socket): Internals {
+  return socket as unknown as Internals
+}
+
+/** The socket's descriptor. Node owns it: never close it. */
+export function fdOf (socket: net.Socket): number {
+  const fd = internals(socket)._handle?.fd
+  if (typeof fd !== 'number' || fd < 0) throw systemError('EBADF', 'splice', 'the socket has no file descriptor')
+  return fd
+}
+
+export interface Hold {
+  /** Gives reading back to Node; with `eof`, lets Node find the end of file. */
+  release (eof: boolean): void
+}
+
+/** Stops Node reading `socket` until the hold is released. */
+export function holdReading (socket: net.Socket): Hold {
+  const s = internals(socket)
+  const wasFlowing = socket.readableFlowing === true
+  socket.pause()
+  // pause() alone leaves libuv reading until Node's buffer is full.
+  const handle = s._handle
+  if (handle?.reading) {
+    handle.reading = false
+    const status = handle.readStop()
+    if (status < 0) throw systemError('EIO', 'uv_read_stop', `status ${status}`)
+  }
+  // A resume() or a 'data' listener while held asks for a read: remember it
+  // instead of letting Node start reading.
+  let wanted = false
+  s._read = () => { wanted = true }
+  return {
+    release (eof) {
+      delete (s as Partial<Internals>)._read
+      if (socket.destroyed) return
+      if (wanted) s._read(socket.readableHighWaterMark)
+      if (wasFlowing) socket.resume()
+      else if (eof) socket.read(0)
+    }
+  }
+}
+
+/** Takes up to `limit` bytes (all when 0) that Node has already read. */
+export function takeBuffered (socket: net.Socket, limit: number): Buffer {
+  const n = limit > 0 ? Math.min(limit, socket.readableLength) : socket.readableLength
+  if (n === 0) return Buffer.alloc(0)
+  return socket.read(n) as Buffer
+}
+
+/** Resolves once `chunk` and every write queued before it is flushed. */
+export function writeFlushed (socket: net.Socket, chunk: Buffer): Promise<Error | undefined> {
+  if (chunk.length === 0 && socket.writableLength === 0) return Promise.resolve(undefined)
+  return new Promise(resolve => socket.write(chunk, err => resolve(err ?? undefined)))
+}

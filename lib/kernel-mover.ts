@@ -1,0 +1,71 @@
+import type net from 'node:net'
+import { fdOf, holdReading, takeBuffered, writeFlushed } from './handover.js'
+import type { Mover, MoverEnd, StartMover } from './mover.js'
+import { type NativeBinding, type NativeHandle, Reason } from './native.js'
+
+/**
+ * Moves bytes with the addon (`pipe` on Linux, `so_splice` on BSD). Throws at
+ * once for sockets the addon refuses. Order of delivery: what Node already
+ * buffered from the source and what is queued on the drain, then the
+ * kernel's bytes, then whatever was still in flight when it ended.
+ */
+export function kernelMover (native: NativeBinding): StartMover {
+  return (source, drain, max, idle, onEnd) => {
+    const hold = holdReading(source)
+    // Node's buffered bytes count against max; if they reach it the kernel
+    // is never involved.
+    const head = max > 0 ? Math.min(max, source.readableLength) : source.readableLength
+    const remaining = max > 0 ? max - head : 0
+    let handle: NativeHandle | undefined
+    if (max === 0 || remaining > 0) {
+      try {
+        handle = native.start(fdOf(source), fdOf(drain), remaining, idle, true, nativeEnd)
+      } catch (err) {
+        hold.release(false)
+        throw err
+      }
+    }
+    const prefix = takeBuffered(source, head)
+    let stopped: { reason: Reason, error?: Error } | undefined
+    let running = false
+    let ended = false
+
+    function nativeEnd (bytes: number, reason: Reason, error: Error | undefined, residual: Buffer | undefined) {
+      let delivered = prefix.length + bytes
+      if (residual && !drain.destroyed) {
+        drain.write(residual)
+        delivered += residual.length
+      }
+      // An end we asked for is reported with the reason we were given.
+      if (stopped && (reason === Reason.Unsplice || reason === Reason.Close)) ({ reason, error } = stopped)
+      finish({ bytes: delivered, reason, error })
+    }
+
+    function finish (end: MoverEnd) {
+      ended = true
+      hold.release(end.reason === Reason.Eof)
+      onEnd(end)
+    }
+
+    writeFlushed(drain, prefix).then(error => {
+      running = true
+      if (error && !stopped) stopped = { reason: Reason.Error, error }
+      if (!handle) return finish({ bytes: prefix.length, reason: stopped?.reason ?? Reason.Max, error: stopped?.error })
+      if (stopped) native.stop(handle, stopped.reason === Reason.Unsplice ? Reason.Unsplice : Reason.Close)
+      else native.run(handle)
+    })
+
+    const mover: Mover = {
+      get bytes () { return prefix.length + (handle ? native.bytes(handle) : 0) },
+      stop (reason, error) {
+        if (ended || stopped) return
+        stopped = { reason, error }
+        if (running && handle) native.stop(handle, reason === Reason.Unsplice ? Reason.Unsplice : Reason.Close)
+      },
+      ref (on) {
+        if (handle && !ended) native.ref(handle, on)
+      }
+    }
+    return mover
+  }
+}

@@ -1,0 +1,39 @@
+import path from 'node:path'
+
+// The addon's interface (src/binding.cc). It moves bytes and reports ends;
+// everything else is decided in lib/.
+
+/** Why a splice ended; the numbers are src/splice.h's. */
+export const enum Reason { Eof = 1, Max = 2, Idle = 3, Unsplice = 4, Error = 5, Close = 6 }
+
+export type NativeHandle = { readonly __brand: 'sosplice.NativeHandle' }
+
+export type NativeEnd = (bytes: number, reason: Reason, error: Error | undefined,
+  residual: Buffer | undefined) => void
+
+export interface NativeBinding {
+  readonly backend: 'pipe' | 'so_splice'
+  start (sourceFd: number, drainFd: number, max: number, idle: number,
+    returnResidual: boolean, onEnd: NativeEnd): NativeHandle
+  run (handle: NativeHandle): void
+  stop (handle: NativeHandle, reason: Reason.Unsplice | Reason.Close): void
+  bytes (handle: NativeHandle): number
+  ref (handle: NativeHandle, on: boolean): void
+  stats (): { workers: number, splices: number, pooledPipes: number }
+}
+
+/** Why the addon could not be loaded, when it could not. */
+export let loadError: Error | undefined
+
+function load (): NativeBinding | undefined {
+  try {
+    const nodeGypBuild: (dir: string) => NativeBinding = require('node-gyp-build')
+    return nodeGypBuild(path.join(__dirname, '..', '..'))
+  } catch (err) {
+    // No build for this host: the userspace backend still works.
+    loadError = err as Error
+    return undefined
+  }
+}
+
+export const native = load()
