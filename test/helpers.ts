@@ -1,0 +1,126 @@
+import crypto from 'node:crypto'
+import { once } from 'node:events'
+import fs from 'node:fs'
+import net from 'node:net'
+import { type BackendName, backends } from '../lib/index.js'
+import { loadError, native } from '../lib/native.js'
+
+/** Runs `suite` once per backend; one the host lacks is skipped, with why. */
+export function eachBackend (title: string, suite: (backend: BackendName) => void): void {
+  for (const backend of ['so_splice', 'pipe', 'userspace'] as const) {
+    const why = backends().includes(backend)
+      ? ''
+      : ` (skipped: ${native ? `this host has ${native.backend}` : `addon not loaded: ${loadError?.message}`})`
+    describe(`${title} [${backend}]${why}`, function () {
+      before(function () { if (why) this.skip() })
+      suite(backend)
+    })
+  }
+}
+
+/** A connected pair over loopback: [the connecting end, the accepted end]. */
+export async function socketPair (host = '127.0.0.1', connectHost = host,
+  options: net.SocketConstructorOpts = {}): Promise<[net.Socket, net.Socket]> {
+  const server = net.createServer({ allowHalfOpen: options.allowHalfOpen ?? false })
+  server.listen(0, host)
+  await once(server, 'listening')
+  const { port } = server.address() as net.AddressInfo
+  const accepted = once(server, 'connection')
+  const client = net.connect({ port, host: connectHost, allowHalfOpen: options.allowHalfOpen ?? false })
+  const [peer] = await accepted as [net.Socket]
+  await onceConnected(client)
+  server.close()
+  return [client, peer]
+}
+
+async function onceConnected (socket: net.Socket) {
+  if (socket.connecting) await once(socket, 'connect')
+}
+
+/**
+ * The proxy's view: `sender` writes into `source` (the proxy's accepted end),
+ * `drain` is the proxy's connection whose peer `receiver` reads.
+ */
+export async function rig (opts: { sourceHost?: string, drainHost?: string, allowHalfOpen?: boolean } = {}) {
+  const sourceHost = opts.sourceHost ?? '127.0.0.1'
+  const [sender, source] = await socketPair(sourceHost, sourceHost, opts)
+  const drainHost = opts.drainHost ?? '127.0.0.1'
+  const [drain, receiver] = await socketPair(drainHost, drainHost, opts)
+  const all = [sender, source, drain, receiver]
+  for (const s of all) s.on('error', () => {})
+  return { sender, source, drain, receiver, destroy: () => all.forEach(s => s.destroy()) }
+}
+
+export interface Digest { length: number, sha256: string }
+
+/** Deterministic, non-repeating bytes: an AES-CTR keystream. */
+export function stream (seed: string) {
+  const key = crypto.createHash('sha256').update(seed).digest().subarray(0, 16)
+  const cipher = crypto.createCipheriv('aes-128-ctr', key, Buffer.alloc(16))
+  return (n: number): Buffer => cipher.update(Buffer.alloc(n))
+}
+
+export function digest (data: Buffer): Digest {
+  return { length: data.length, sha256: crypto.createHash('sha256').update(data).digest('hex') }
+}
+
+/** Writes `size` bytes of `seed`'s stream, honouring backpressure; resolves with their digest. */
+export async function send (socket: net.Socket, seed: string, size: number, opts: { end?: boolean } = {}): Promise<Digest> {
+  const next = stream(seed)
+  const hash = crypto.createHash('sha256')
+  for (let left = size; left > 0;) {
+    const chunk = next(Math.min(left, 1 << 20))
+    left -= chunk.length
+    hash.update(chunk)
+    if (!socket.write(chunk)) await once(socket, 'drain')
+  }
+  if (opts.end ?? true) socket.end()
+  return { length: size, sha256: hash.digest('hex') }
+}
+
+/** Reads `socket` to its end; resolves with the digest of what came. */
+export function receive (socket: net.Socket): Promise<Digest> {
+  const hash = crypto.createHash('sha256')
+  let length = 0
+  socket.on('data', (d: Buffer) => { length += d.length; hash.update(d) })
+  return once(socket, 'end').then(() => ({ length, sha256: hash.digest('hex') }))
+}
+
+/** Reads exactly `n` bytes from `socket`, leaving the rest unread. */
+export async function readExactly (socket: net.Socket, n: number): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  let have = 0
+  while (have < n) {
+    const chunk = socket.read() as Buffer | null
+    if (chunk === null) {
+      if (socket.readableEnded || socket.destroyed) throw new Error(`ended after ${have} of ${n} bytes`)
+      await Promise.race([once(socket, 'readable'), once(socket, 'end')])
+      continue
+    }
+    const want = n - have
+    if (chunk.length > want) {
+      socket.unshift(chunk.subarray(want))
+      chunks.push(chunk.subarray(0, want))
+    } else {
+      chunks.push(chunk)
+    }
+    have += Math.min(chunk.length, want)
+  }
+  return Buffer.concat(chunks)
+}
+
+export function openFds (): number {
+  return fs.readdirSync('/proc/self/fd').length
+}
+
+export function sleep (ms: number): Promise<void> {
+  return new Promise(resolve => setTimeout(resolve, ms))
+}
+
+/** Polls `check` until it is true or `ms` pass. */
+export async function eventually (check: () => boolean, ms = 5000): Promise<boolean> {
+  for (const start = Date.now(); Date.now() - start < ms; await sleep(10)) {
+    if (check()) return true
+  }
+  return check()
+}
