@@ -28,8 +28,8 @@ export function fdOf (socket: net.Socket): number {
 }
 
 export interface Hold {
-  /** Gives reading back to Node; with `eof`, lets Node find the end of file. */
-  release (eof: boolean): void
+  /** Gives reading back to Node. */
+  release (): void
 }
 
 /** Stops Node reading `socket` until the hold is released. */
@@ -44,17 +44,17 @@ export function holdReading (socket: net.Socket): Hold {
     const status = handle.readStop()
     if (status < 0) throw systemError('EIO', 'uv_read_stop', `status ${status}`)
   }
-  // A resume() or a 'data' listener while held asks for a read: remember it
-  // instead of letting Node start reading.
-  let wanted = false
-  s._read = () => { wanted = true }
+  // A resume() or a 'data' listener while held would start reading again.
+  s._read = () => {}
   return {
-    release (eof) {
+    release () {
       delete (s as Partial<Internals>)._read
       if (socket.destroyed) return
-      if (wanted) s._read(socket.readableHighWaterMark)
+      // Node may be waiting for a read it started before the hold, or one
+      // asked for during it: restart reading, as Node does for a new socket.
+      // Node then finds an EOF the kernel saw and emits 'end'.
+      s._read(socket.readableHighWaterMark)
       if (wasFlowing) socket.resume()
-      else if (eof) socket.read(0)
     }
   }
 }

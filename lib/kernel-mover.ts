@@ -21,7 +21,7 @@ export function kernelMover (native: NativeBinding): StartMover {
       try {
         handle = native.start(fdOf(source), fdOf(drain), remaining, idle, true, nativeEnd)
       } catch (err) {
-        hold.release(false)
+        hold.release()
         throw err
       }
     }
@@ -43,7 +43,7 @@ export function kernelMover (native: NativeBinding): StartMover {
 
     function finish (end: MoverEnd) {
       ended = true
-      hold.release(end.reason === Reason.Eof)
+      hold.release()
       onEnd(end)
     }
 

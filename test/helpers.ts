@@ -94,7 +94,7 @@ export async function readExactly (socket: net.Socket, n: number): Promise<Buffe
     const chunk = socket.read() as Buffer | null
     if (chunk === null) {
       if (socket.readableEnded || socket.destroyed) throw new Error(`ended after ${have} of ${n} bytes`)
-      await Promise.race([once(socket, 'readable'), once(socket, 'end')])
+      await readableOrEnd(socket)
       continue
     }
     const want = n - have
@@ -107,6 +107,18 @@ export async function readExactly (socket: net.Socket, n: number): Promise<Buffe
     have += Math.min(chunk.length, want)
   }
   return Buffer.concat(chunks)
+}
+
+function readableOrEnd (socket: net.Socket): Promise<void> {
+  return new Promise(resolve => {
+    const done = () => {
+      socket.off('readable', done)
+      socket.off('end', done)
+      resolve()
+    }
+    socket.on('readable', done)
+    socket.on('end', done)
+  })
 }
 
 export function openFds (): number {
