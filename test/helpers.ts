@@ -72,10 +72,23 @@ export async function send (socket: net.Socket, seed: string, size: number, opts
     const chunk = next(Math.min(left, 1 << 20))
     left -= chunk.length
     hash.update(chunk)
-    if (!socket.write(chunk)) await once(socket, 'drain')
+    if (!socket.write(chunk)) await drainedOrClosed(socket)
+    if (socket.destroyed) throw new Error(`the socket closed after ${size - left} bytes`)
   }
   if (opts.end ?? true) socket.end()
   return { length: size, sha256: hash.digest('hex') }
+}
+
+function drainedOrClosed (socket: net.Socket): Promise<void> {
+  return new Promise(resolve => {
+    const done = () => {
+      socket.off('drain', done)
+      socket.off('close', done)
+      resolve()
+    }
+    socket.on('drain', done)
+    socket.on('close', done)
+  })
 }
 
 /** Reads `socket` to its end; resolves with the digest of what came. */
