@@ -36,8 +36,8 @@ export function checkSocket (name: string, socket: unknown): net.Socket {
   if (socket instanceof net.Server) throw systemError('EINVAL', 'splice', `${name} is a listening socket`)
   if (!(socket instanceof net.Socket)) throw invalidArgType(name, 'an instance of net.Socket', socket)
   if (socket.destroyed) throw systemError('EBADF', 'splice', `${name} is destroyed`)
-  if (!socket.connecting && socket.readyState !== 'open' && socket.readyState !== 'readOnly' &&
-      socket.readyState !== 'writeOnly') {
+  // `pending`: no connection yet, either never asked for or still under way.
+  if ((socket.pending && !socket.connecting) || socket.readyState === 'closed') {
     throw systemError('ENOTCONN', 'splice', `${name} is not connected`)
   }
   if (socket.readableEncoding !== null) {
