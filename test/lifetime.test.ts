@@ -1,0 +1,44 @@
+import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
+import path from 'node:path'
+import { eachBackend } from './helpers.js'
+
+// Runs a child that splices a live connection, then `ending`; resolves with
+// its exit code and how long it took.
+function child (backend: string, ending: string): Promise<{ code: number | null, ms: number }> {
+  const lib = path.join(__dirname, '..', 'lib', 'index.js')
+  const helpers = path.join(__dirname, 'helpers.js')
+  const script = `
+    const { splice } = require(${JSON.stringify(lib)})
+    const { rig } = require(${JSON.stringify(helpers)})
+    rig().then(({ sender, source, drain, receiver }) => {
+      for (const s of [sender, source, drain, receiver]) s.unref()
+      const sp = splice(source, drain, { backend: ${JSON.stringify(backend)} })
+      sender.write(Buffer.alloc(100000))
+      ${ending}
+    })`
+  const started = Date.now()
+  return new Promise(resolve => {
+    execFile(process.execPath, ['-e', script], { timeout: 10000 }, (err) => {
+      resolve({ code: err ? (err as { code?: number }).code ?? null : 0, ms: Date.now() - started })
+    })
+  })
+}
+
+eachBackend('process lifetime', backend => {
+  it('an active splice keeps the process alive', async () => {
+    const { code, ms } = await child(backend, 'setTimeout(() => process.exit(7), 1000).unref()')
+    assert.equal(code, 7, `exited with ${code} after ${ms} ms`)
+  })
+
+  it('unref() lets the process exit', async () => {
+    const { code, ms } = await child(backend, 'sp.unref()')
+    assert.equal(code, 0)
+    assert.ok(ms < 5000, `took ${ms} ms`)
+  })
+
+  it('process.exit() with a live splice neither hangs nor crashes', async () => {
+    const { code } = await child(backend, 'setTimeout(() => process.exit(3), 100).unref()')
+    assert.equal(code, 3)
+  })
+})
