@@ -10,8 +10,10 @@ import { Reason } from './native.js'
 export const userspaceMover: StartMover = (source, drain, max, idle, onEnd) => {
   let bytes = 0
   let ended = false
-  let unrefed = false
-  const timer = idle > 0 ? setTimeout(() => finish(Reason.Idle), idle) : undefined
+  // Keeps the process alive while active, whatever the sockets' own refs,
+  // as the kernel backends' splices do.
+  const alive = setInterval(() => {}, 1 << 30)
+  const timer = idle > 0 ? setTimeout(() => finish(Reason.Idle), idle).unref() : undefined
 
   function write (chunk: Buffer) {
     bytes += chunk.length
@@ -45,18 +47,12 @@ export const userspaceMover: StartMover = (source, drain, max, idle, onEnd) => {
     if (ended) return
     ended = true
     clearTimeout(timer)
+    clearInterval(alive)
     source.off('data', onData)
     source.off('end', onEof)
     drain.off('drain', onDrain)
     source.pause()
-    if (unrefed) setRef(true)
     onEnd({ bytes, reason, error })
-  }
-
-  function setRef (on: boolean) {
-    for (const socket of [source, drain]) on ? socket.ref() : socket.unref()
-    if (timer) on ? timer.ref() : timer.unref()
-    unrefed = !on
   }
 
   source.on('data', onData)
@@ -67,7 +63,7 @@ export const userspaceMover: StartMover = (source, drain, max, idle, onEnd) => {
   const mover: Mover = {
     get bytes () { return bytes },
     stop (reason, error) { finish(reason, error) },
-    ref (on) { if (!ended) setRef(on) }
+    ref (on) { on ? alive.ref() : alive.unref() }
   }
   return mover
 }
