@@ -133,7 +133,8 @@ class Worker {
 
 class Engine {
  public:
-  ~Engine() = default;
+  // The workers use the claim maps until they are joined: stop them first.
+  ~Engine() { workers_.clear(); }
 
   Worker& LeastLoaded() {
     std::lock_guard<std::mutex> lock(mutex_);
