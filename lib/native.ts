@@ -19,7 +19,7 @@ export interface NativeBinding {
   stop (handle: NativeHandle, reason: Reason.Unsplice | Reason.Close): void
   bytes (handle: NativeHandle): number
   ref (handle: NativeHandle, on: boolean): void
-  stats (): { workers: number, splices: number, pooledPipes: number }
+  stats (): { workers: number, splices: number, pooledPipes: number, descriptors: number }
 }
 
 /** Why the addon could not be loaded, when it could not. */

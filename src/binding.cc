@@ -136,6 +136,7 @@ Napi::Value EngineStats(const Napi::CallbackInfo& info) {
   out.Set("workers", stats.workers);
   out.Set("splices", stats.splices);
   out.Set("pooledPipes", stats.pooled_pipes);
+  out.Set("descriptors", stats.descriptors);
   return out;
 }
 

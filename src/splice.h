@@ -53,6 +53,7 @@ struct Stats {
   int workers = 0;
   int splices = 0;       // live splices
   int pooled_pipes = 0;  // idle pipes kept for reuse (two descriptors each)
+  int descriptors = 0;   // held by the engine itself, whatever the splices
 };
 
 std::unique_ptr<Engine, void (*)(Engine*)> CreateEngine();

@@ -316,6 +316,7 @@ Stats GetStats(Engine& engine) {
   Stats stats;
   stats.workers = 1;
   stats.splices = engine.live;
+  stats.descriptors = 3;  // the kqueue and the wake-up pipe
   return stats;
 }
 

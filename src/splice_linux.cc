@@ -172,6 +172,8 @@ class Engine {
       stats.splices += w->load;
       stats.pooled_pipes += w->pooled;
     }
+    // An epoll and an eventfd per worker, two per pooled pipe.
+    stats.descriptors = 2 * stats.workers + 2 * stats.pooled_pipes;
     return stats;
   }
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import { getSplice, setSplice } from '../lib/index.js'
 import { native } from '../lib/native.js'
-import { digest, eventually, readExactly, rig, stream } from './helpers.js'
+import { digest, eventually, readExactly, rig, sleep, stream } from './helpers.js'
 
 // The descriptor-level mirror of setsockopt/getsockopt(SO_SPLICE).
 describe('setSplice / getSplice on descriptors', function () {
@@ -21,6 +21,10 @@ describe('setSplice / getSplice on descriptors', function () {
     r.sender.write(data)
     assert.deepEqual(digest(await readExactly(r.receiver, 100000)), digest(data.subarray(0, 100000)))
     assert.ok(await eventually(() => getSplice(fd(r.source)) === 100000))
+    // The end reaches JavaScript on the next turn of the event loop.
+    assert.ok(await eventually(() => native!.stats().splices === 0))
+    await sleep(20)
+    assert.equal(getSplice(fd(r.source)), 100000)
     assert.throws(() => setSplice(fd(r.source), -1), { code: 'ENOTCONN' })
     r.destroy()
   })

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict'
 import crypto from 'node:crypto'
 import { once } from 'node:events'
 import fs from 'node:fs'
@@ -134,8 +135,21 @@ function readableOrEnd (socket: net.Socket): Promise<void> {
   })
 }
 
+/** Open descriptors, less those the addon's engine keeps for itself. */
 export function openFds (): number {
-  return fs.readdirSync('/proc/self/fd').length
+  return fs.readdirSync('/proc/self/fd').length - (native?.stats().descriptors ?? 0)
+}
+
+/** Asserts that descriptors and live splices are back to `before`. */
+export async function assertNoLeaks (before: number): Promise<void> {
+  const settled = await eventually(() => openFds() <= before)
+  if (!settled) {
+    const held = fs.readdirSync('/proc/self/fd').map(fd => {
+      try { return fs.readlinkSync(`/proc/self/fd/${fd}`) } catch { return '?' }
+    })
+    throw new Error(`${openFds()} descriptors open, ${before} before: ${held.join(' ')}`)
+  }
+  if (native) assert.equal(native.stats().splices, 0)
 }
 
 export function sleep (ms: number): Promise<void> {

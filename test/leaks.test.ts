@@ -2,8 +2,7 @@ import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import net from 'node:net'
 import { splice } from '../lib/index.js'
-import { native } from '../lib/native.js'
-import { eachBackend, eventually, openFds, receive, send } from './helpers.js'
+import { assertNoLeaks, eachBackend, eventually, openFds, receive, send } from './helpers.js'
 
 const COUNT = 500
 
@@ -40,10 +39,6 @@ eachBackend('500 concurrent splices', backend => {
     for (const s of senders) s.destroy()
     sink.close()
     front.close()
-    // Pooled pipes are kept for reuse: two descriptors each, bounded.
-    const pooled = () => native?.stats().pooledPipes ?? 0
-    const settled = await eventually(() => openFds() - 2 * pooled() <= before)
-    assert.ok(settled, `${openFds()} descriptors open, ${before} before, ${pooled()} pooled pipes`)
-    if (native) assert.equal(native.stats().splices, 0)
+    await assertNoLeaks(before)
   })
 })
