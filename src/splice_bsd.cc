@@ -2,6 +2,7 @@
 // bytes (setsockopt SO_SPLICE); this file sets the option, reads the count
 // and notices the end. Written from setsockopt(2) on OpenBSD and
 // getsockopt(2) on FreeBSD; compiled only where SO_SPLICE exists.
+#include "posix.h"
 #include "splice.h"
 
 #include <fcntl.h>
@@ -13,9 +14,6 @@
 
 #include <atomic>
 #include <cerrno>
-#include <chrono>
-#include <cstdio>
-#include <cstdlib>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -26,21 +24,6 @@ namespace {
 // FreeBSD's sp_idle is a lifetime limit and it records no end reason, so
 // idle and max are watched from the byte count at this period.
 constexpr int kTickMs = 50;
-
-int64_t NowMs() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(steady_clock::now().time_since_epoch())
-      .count();
-}
-
-[[noreturn]] void Fatal(const char* what) {
-  std::perror(what);
-  std::abort();
-}
-
-void CloseFd(int fd) {
-  if (fd >= 0) close(fd);
-}
 
 }  // namespace
 
@@ -284,13 +267,7 @@ std::shared_ptr<Splice> Start(Engine& engine, int source, int drain,
     }
   }
   auto s = std::make_shared<Splice>();
-  s->source = fcntl(source, F_DUPFD_CLOEXEC, 0);
-  s->drain = s->source < 0 ? -1 : fcntl(drain, F_DUPFD_CLOEXEC, 0);
-  if (s->drain < 0) {
-    *err = {errno, "dup"};
-    CloseFd(s->source);
-    return nullptr;
-  }
+  if (!DupBoth(source, drain, &s->source, &s->drain, err)) return nullptr;
   s->options = options;
   s->on_end = std::move(on_end);
   engine.live++;

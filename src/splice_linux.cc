@@ -1,6 +1,7 @@
 // The Linux `pipe` backend: splice(2) socket -> pipe -> socket, driven by
 // worker threads with one epoll loop each. A splice is assigned to the least
 // loaded worker when it starts and stays there (FreeBSD's design).
+#include "posix.h"
 #include "splice.h"
 
 #include <fcntl.h>
@@ -13,9 +14,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <chrono>
-#include <cstdio>
-#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -30,25 +28,8 @@ constexpr size_t kPoolMax = 64;        // idle pipes kept per worker
 constexpr int kBudget = 32;            // splice calls before yielding a turn
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 
-int64_t NowMs() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(steady_clock::now().time_since_epoch())
-      .count();
-}
-
 // A socket's identity, independent of which descriptor refers to it.
 using SocketId = std::pair<dev_t, ino_t>;
-
-void CloseFd(int fd) {
-  // Linux releases the descriptor even when close() reports EINTR, so it is
-  // never retried.
-  if (fd >= 0) close(fd);
-}
-
-[[noreturn]] void Fatal(const char* what) {
-  std::perror(what);
-  std::abort();
-}
 
 struct Pipe {
   int r = -1;
@@ -545,11 +526,7 @@ std::shared_ptr<Splice> Start(Engine& engine, int source, int drain,
   auto s = std::make_shared<Splice>();
   s->source_id = source_id;
   s->drain_id = drain_id;
-  s->source = fcntl(source, F_DUPFD_CLOEXEC, 0);
-  s->drain = s->source < 0 ? -1 : fcntl(drain, F_DUPFD_CLOEXEC, 0);
-  if (s->drain < 0) {
-    *err = {errno, "dup"};
-    CloseFd(s->source);
+  if (!DupBoth(source, drain, &s->source, &s->drain, err)) {
     engine.Unclaim(source_id, drain_id);
     return nullptr;
   }

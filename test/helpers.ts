@@ -73,22 +73,21 @@ export async function send (socket: net.Socket, seed: string, size: number, opts
     const chunk = next(Math.min(left, 1 << 20))
     left -= chunk.length
     hash.update(chunk)
-    if (!socket.write(chunk)) await drainedOrClosed(socket)
+    if (!socket.write(chunk)) await firstOf(socket, ['drain', 'close'])
     if (socket.destroyed) throw new Error(`the socket closed after ${size - left} bytes`)
   }
   if (opts.end ?? true) socket.end()
   return { length: size, sha256: hash.digest('hex') }
 }
 
-function drainedOrClosed (socket: net.Socket): Promise<void> {
+/** Resolves on the first of `events`, leaving no listener behind. */
+function firstOf (socket: net.Socket, events: string[]): Promise<void> {
   return new Promise(resolve => {
     const done = () => {
-      socket.off('drain', done)
-      socket.off('close', done)
+      for (const e of events) socket.off(e, done)
       resolve()
     }
-    socket.on('drain', done)
-    socket.on('close', done)
+    for (const e of events) socket.on(e, done)
   })
 }
 
@@ -108,7 +107,7 @@ export async function readExactly (socket: net.Socket, n: number): Promise<Buffe
     const chunk = socket.read() as Buffer | null
     if (chunk === null) {
       if (socket.readableEnded || socket.destroyed) throw new Error(`ended after ${have} of ${n} bytes`)
-      await readableOrEnd(socket)
+      await firstOf(socket, ['readable', 'end'])
       continue
     }
     const want = n - have
@@ -121,18 +120,6 @@ export async function readExactly (socket: net.Socket, n: number): Promise<Buffe
     have += Math.min(chunk.length, want)
   }
   return Buffer.concat(chunks)
-}
-
-function readableOrEnd (socket: net.Socket): Promise<void> {
-  return new Promise(resolve => {
-    const done = () => {
-      socket.off('readable', done)
-      socket.off('end', done)
-      resolve()
-    }
-    socket.on('readable', done)
-    socket.on('end', done)
-  })
 }
 
 /** Open descriptors, less those the addon's engine keeps for itself. */

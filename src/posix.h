@@ -1,0 +1,48 @@
+// Small POSIX helpers shared by the platform engines.
+#pragma once
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+
+#include "splice.h"
+
+namespace sosplice {
+
+inline int64_t NowMs() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// For failures that leave an engine unable to go on (its own epoll, kqueue
+// or wake-up descriptor failing): nothing sensible remains to report to.
+[[noreturn]] inline void Fatal(const char* what) {
+  std::perror(what);
+  std::abort();
+}
+
+inline void CloseFd(int fd) {
+  // The descriptor is released even when close() reports EINTR, so it is
+  // never retried.
+  if (fd >= 0) close(fd);
+}
+
+// Duplicates both descriptors (close-on-exec), or neither.
+inline bool DupBoth(int source, int drain, int* source_dup, int* drain_dup,
+                    SysError* err) {
+  *source_dup = fcntl(source, F_DUPFD_CLOEXEC, 0);
+  *drain_dup = *source_dup < 0 ? -1 : fcntl(drain, F_DUPFD_CLOEXEC, 0);
+  if (*drain_dup >= 0) return true;
+  *err = {errno, "dup"};
+  CloseFd(*source_dup);
+  *source_dup = -1;
+  return false;
+}
+
+}  // namespace sosplice
