@@ -41,6 +41,12 @@ export function kernelMover (native: NativeBinding): StartMover {
       finish({ bytes: delivered, reason, error })
     }
 
+    // The addon knows two ways to be stopped: after the bytes in flight
+    // (unsplice) or at once (everything else).
+    function stopNative (h: NativeHandle, reason: Reason) {
+      native.stop(h, reason === Reason.Unsplice ? Reason.Unsplice : Reason.Close)
+    }
+
     function finish (end: MoverEnd) {
       ended = true
       hold.release()
@@ -51,7 +57,7 @@ export function kernelMover (native: NativeBinding): StartMover {
       running = true
       if (error && !stopped) stopped = { reason: Reason.Error, error }
       if (!handle) return finish({ bytes: prefix.length, reason: stopped?.reason ?? Reason.Max, error: stopped?.error })
-      if (stopped) native.stop(handle, stopped.reason === Reason.Unsplice ? Reason.Unsplice : Reason.Close)
+      if (stopped) stopNative(handle, stopped.reason)
       else native.run(handle)
     })
 
@@ -60,7 +66,7 @@ export function kernelMover (native: NativeBinding): StartMover {
       stop (reason, error) {
         if (ended || stopped) return
         stopped = { reason, error }
-        if (running && handle) native.stop(handle, reason === Reason.Unsplice ? Reason.Unsplice : Reason.Close)
+        if (running && handle) stopNative(handle, reason)
       },
       ref (on) {
         if (handle && !ended) native.ref(handle, on)
