@@ -1,4 +1,5 @@
 import type net from 'node:net'
+import util from 'node:util'
 import { systemError } from './errors.js'
 
 // Taking a Node socket over from Node, and giving it back. Node reads ahead
@@ -42,7 +43,7 @@ export function holdReading (socket: net.Socket): Hold {
   if (handle?.reading) {
     handle.reading = false
     const status = handle.readStop()
-    if (status < 0) throw systemError('EIO', 'uv_read_stop', `status ${status}`)
+    if (status < 0) throw systemError(util.getSystemErrorName(status), 'uv_read_stop')
   }
   // A resume() or a 'data' listener while held would start reading again.
   s._read = () => {}

@@ -109,6 +109,7 @@ class Worker {
   std::vector<std::shared_ptr<Splice>> ended_;  // kept until the turn ends
   std::vector<Pipe> pool_;
   int64_t next_idle_check_ = INT64_MAX;
+  int64_t now_ = 0;  // read once per turn: idle is timed in milliseconds
   std::thread thread_;
 };
 
@@ -221,6 +222,7 @@ void Worker::Run() {
       if (errno == EINTR) continue;
       Fatal("sosplice: epoll_wait");
     }
+    now_ = NowMs();
     for (int i = 0; i < n; i++) {
       if (events[i].data.ptr == nullptr) {
         uint64_t count;
@@ -261,7 +263,7 @@ void Worker::Handle(const Command& c) {
 }
 
 void Worker::Add(const std::shared_ptr<Splice>& s) {
-  s->last_move = NowMs();
+  s->last_move = now_;
   if (s->options.idle_ms > 0)
     next_idle_check_ =
         std::min(next_idle_check_, s->last_move + s->options.idle_ms);
@@ -300,7 +302,7 @@ void Worker::Pump(Splice& s) {
       if (n > 0) {
         s.in_pipe -= n;
         s.moved += n;
-        s.last_move = NowMs();
+        s.last_move = now_;
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
@@ -321,7 +323,7 @@ void Worker::Pump(Splice& s) {
     if (n > 0) {
       s.in_pipe = n;
       s.pulled += n;
-      s.last_move = NowMs();
+      s.last_move = now_;
       continue;
     }
     if (n == 0) return Finish(s, kEof, 0, "", false);
