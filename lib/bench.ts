@@ -1,83 +1,195 @@
-import { fork } from 'node:child_process'
+import { type ChildProcess, fork } from 'node:child_process'
 import { once } from 'node:events'
 import net from 'node:net'
 import path from 'node:path'
 
-// Kernel vs userspace splicing, side by side in one run: each case moves
-// `size` bytes sender -> proxy -> receiver over loopback, in alternation,
-// `runs` times. The proxy runs in its own process; its CPU is what counts.
+// Kernel vs userspace splicing, side by side in one run. Two workloads,
+// each case in alternation `runs` times at each concurrency:
+// - bulk: `size` bytes in all, shared over `connections` connections,
+//   sender -> proxy -> receiver; throughput and proxy CPU per GB.
+// - short: for `duration` seconds, `connections` clients each open a
+//   connection, send 1 KiB, read it echoed back and close, again and again;
+//   connections per second, latency, proxy CPU per connection.
+// The proxy runs in its own process, so its CPU is counted apart from the
+// peers'. `direct` is the ceiling: the peers talk with no proxy.
 
 export interface BenchOptions {
   size: number
+  connections: number[]
+  duration: number
   runs: number
   cases: string[]
   progress?: (message: string) => void
 }
 
-export interface CaseResult {
-  name: string
-  runs: { gbits: number, userPerGB: number, sysPerGB: number }[]
-  gbits: Stat
-  userPerGB: Stat
-  sysPerGB: Stat
-}
-
 export interface Stat { median: number, min: number, max: number }
 
-/** `direct` is the ceiling: no proxy at all. */
-export async function bench (options: BenchOptions): Promise<CaseResult[]> {
-  const results = new Map(options.cases.map(name => [name, [] as CaseResult['runs']]))
-  for (let run = 1; run <= options.runs; run++) {
-    for (const name of options.cases) {
-      options.progress?.(`run ${run}/${options.runs}: ${name}`)
-      results.get(name)!.push(await once1(name, options.size))
-    }
-  }
-  return [...results].map(([name, runs]) => ({
-    name,
-    runs,
-    gbits: stat(runs.map(r => r.gbits)),
-    userPerGB: stat(runs.map(r => r.userPerGB)),
-    sysPerGB: stat(runs.map(r => r.sysPerGB))
-  }))
+export interface BulkRun { gbits: number, userPerGB: number, sysPerGB: number }
+export interface ShortRun {
+  perSecond: number
+  p50: number
+  p99: number
+  userPerConnection: number
+  sysPerConnection: number
+  errors: Record<string, number>
 }
 
-async function once1 (name: string, size: number) {
-  const receiver = net.createServer({ allowHalfOpen: true })
-  receiver.listen(0, '127.0.0.1')
-  await once(receiver, 'listening')
-  const receiverPort = (receiver.address() as net.AddressInfo).port
-  let port = receiverPort
-  const child = name === 'direct'
-    ? undefined
-    : fork(path.join(__dirname, 'bench-proxy.js'), [name, String(receiverPort)], { stdio: 'ignore' })
-  try {
-    if (child) port = ((await once(child, 'message'))[0] as { port: number }).port
-    const received = new Promise<number>(resolve => receiver.once('connection', s => {
-      let n = 0
-      s.on('data', (d: Buffer) => { n += d.length })
-      s.on('end', () => { s.end(); resolve(n) })
-    }))
-    const cpu = child ? once(child, 'message') : Promise.resolve([{ cpu: { user: 0, system: 0 } }])
-    const started = process.hrtime.bigint()
-    const sender = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true })
-    await once(sender, 'connect')
-    const chunk = Buffer.alloc(1 << 20, 0x5a)
-    for (let left = size; left > 0; left -= chunk.length) {
-      if (!sender.write(left >= chunk.length ? chunk : chunk.subarray(0, left))) await once(sender, 'drain')
+export interface CaseResult<Run> {
+  name: string
+  connections: number
+  runs: Run[]
+  /** Median, min and max over the runs of each figure, by the figure's name. */
+  stats: Record<string, Stat>
+}
+
+export interface BenchReport {
+  bulk: CaseResult<BulkRun>[]
+  short: CaseResult<ShortRun>[]
+}
+
+/** Bytes each way per short connection. */
+export const shortMessage = 1024
+
+export async function bench (options: BenchOptions): Promise<BenchReport> {
+  const report: BenchReport = { bulk: [], short: [] }
+  for (const connections of options.connections) {
+    report.bulk.push(...await alternate(options, connections, 'bulk', name => bulk(name, options.size, connections)))
+    if (options.duration > 0) {
+      report.short.push(...await alternate(options, connections, 'short',
+        name => short(name, options.duration, connections)))
     }
-    sender.end()
-    sender.resume()
-    const got = await received
+  }
+  return report
+}
+
+async function alternate<Run extends object> (options: BenchOptions, connections: number, workload: string,
+  once1: (name: string) => Promise<Run>): Promise<CaseResult<Run>[]> {
+  const runs = new Map(options.cases.map(name => [name, [] as Run[]]))
+  for (let run = 1; run <= options.runs; run++) {
+    for (const name of options.cases) {
+      options.progress?.(`${workload}, ${connections} connection(s), run ${run}/${options.runs}: ${name}`)
+      runs.get(name)!.push(await once1(name))
+    }
+  }
+  return [...runs].map(([name, list]) => ({ name, connections, runs: list, stats: stats(list) }))
+}
+
+function stats (runs: object[]): Record<string, Stat> {
+  const figures = Object.keys(runs[0]).filter(k => k !== 'errors')
+  return Object.fromEntries(figures.map(k => [k, stat(runs.map(r => (r as Record<string, number>)[k]))]))
+}
+
+async function bulk (name: string, size: number, connections: number): Promise<BulkRun> {
+  const shares = Array.from({ length: connections }, (_, i) =>
+    Math.floor(size / connections) + (i < size % connections ? 1 : 0))
+  let ended = 0
+  let received = 0
+  let allEnded!: () => void
+  let failed!: (err: Error) => void
+  const done = new Promise<void>((resolve, reject) => { allEnded = resolve; failed = reject })
+  const receiver = net.createServer({ allowHalfOpen: true }, s => {
+    s.on('data', (d: Buffer) => { received += d.length })
+    s.on('end', () => { s.end(); if (++ended === connections) allEnded() })
+    s.on('error', failed)
+  })
+  return withPeers(name, receiver, async (port, measure) => {
+    const chunk = Buffer.alloc(1 << 20, 0x5a)
+    const started = process.hrtime.bigint()
+    await Promise.all([done, ...shares.map(async share => {
+      const sender = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true })
+      await once(sender, 'connect')
+      for (let left = share; left > 0; left -= chunk.length) {
+        if (!sender.write(left >= chunk.length ? chunk : chunk.subarray(0, left))) await once(sender, 'drain')
+      }
+      sender.end()
+      sender.resume()
+      await once(sender, 'close')
+    })])
     const seconds = Number(process.hrtime.bigint() - started) / 1e9
-    if (got !== size) throw new Error(`${name}: received ${got} of ${size} bytes`)
-    await once(sender, 'close')
-    const { user, system } = ((await cpu)[0] as { cpu: NodeJS.CpuUsage }).cpu
+    if (received !== size) throw new Error(`${name}: received ${received} of ${size} bytes`)
+    const cpu = await measure()
     const gb = size / 1e9
-    return { gbits: size * 8 / seconds / 1e9, userPerGB: user / 1e6 / gb, sysPerGB: system / 1e6 / gb }
+    return { gbits: size * 8 / seconds / 1e9, userPerGB: cpu.user / 1e6 / gb, sysPerGB: cpu.system / 1e6 / gb }
+  })
+}
+
+async function short (name: string, duration: number, connections: number): Promise<ShortRun> {
+  const echo = net.createServer({ allowHalfOpen: true }, s => {
+    s.pipe(s)
+    s.on('error', () => {})
+  })
+  return withPeers(name, echo, async (port, measure) => {
+    const message = Buffer.alloc(shortMessage, 0x5a)
+    const latencies: number[] = []
+    const errors: Record<string, number> = {}
+    const started = process.hrtime.bigint()
+    const deadline = started + BigInt(Math.round(duration * 1e9))
+    await Promise.all(Array.from({ length: connections }, async () => {
+      while (process.hrtime.bigint() < deadline) {
+        const t0 = process.hrtime.bigint()
+        try {
+          await exchange(port, message)
+          latencies.push(Number(process.hrtime.bigint() - t0) / 1e6)
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code ?? 'other'
+          errors[code] = (errors[code] ?? 0) + 1
+        }
+      }
+    }))
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9
+    const cpu = await measure()
+    const n = latencies.length
+    if (n === 0) throw new Error(`${name}: no connection completed (${JSON.stringify(errors)})`)
+    latencies.sort((a, b) => a - b)
+    return {
+      perSecond: n / seconds,
+      p50: latencies[Math.floor(n * 0.5)],
+      p99: latencies[Math.min(n - 1, Math.floor(n * 0.99))],
+      userPerConnection: cpu.user / n,
+      sysPerConnection: cpu.system / n,
+      errors
+    }
+  })
+}
+
+/** One short connection: send the message, half-close, expect it echoed back whole. */
+async function exchange (port: number, message: Buffer): Promise<void> {
+  const s = net.connect({ port, host: '127.0.0.1' })
+  try {
+    s.end(message)
+    let got = 0
+    s.on('data', (d: Buffer) => { got += d.length })
+    await once(s, 'end')
+    if (got !== message.length) throw Object.assign(new Error(`echoed ${got} of ${message.length}`), { code: 'SHORT' })
+  } finally {
+    s.destroy()
+  }
+}
+
+/**
+ * Starts `server` (the receiving peer), and unless the case is `direct` a
+ * proxy process in front of it; gives `run` the port to connect to and a
+ * function that returns the proxy's CPU time (microseconds) since `run` began.
+ */
+async function withPeers<T> (name: string, server: net.Server,
+  run: (port: number, measure: () => Promise<NodeJS.CpuUsage>) => Promise<T>): Promise<T> {
+  server.listen(0, '127.0.0.1', 1024)
+  let child: ChildProcess | undefined
+  try {
+    await once(server, 'listening')
+    const serverPort = (server.address() as net.AddressInfo).port
+    if (name === 'direct') return await run(serverPort, async () => ({ user: 0, system: 0 }))
+    child = fork(path.join(__dirname, 'bench-proxy.js'), [name, String(serverPort)], { stdio: 'ignore' })
+    const [{ port }] = await once(child, 'message') as [{ port: number }]
+    child.send('begin')
+    await once(child, 'message')
+    return await run(port, async () => {
+      child!.send('end')
+      return (await once(child!, 'message') as [{ cpu: NodeJS.CpuUsage }])[0].cpu
+    })
   } finally {
     child?.kill()
-    receiver.close()
+    server.close()
   }
 }
 

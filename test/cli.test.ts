@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
+import { readFileSync, rmSync } from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
+import { backends } from '../lib/index.js'
 
 const cli = path.join(__dirname, '..', 'lib', 'cli.js')
 
@@ -12,19 +15,34 @@ function run (...args: string[]): Promise<{ code: number, stdout: string, stderr
   })
 }
 
-describe('sosplice bench (command line)', () => {
-  it('--help prints the usage and exits 0', async () => {
-    const { code, stdout } = await run('--help')
-    assert.equal(code, 0)
-    assert.match(stdout, /Usage: sosplice bench/)
+describe('sosplice (command line)', () => {
+  it('--help prints the commands and exits 0; no command exits 2', async () => {
+    const help = await run('--help')
+    assert.equal(help.code, 0)
+    assert.match(help.stdout, /Commands:\n  bench .*\n  proxy /)
+    const none = await run()
+    assert.equal(none.code, 2)
+    assert.match(none.stderr, /no command given/)
   })
+
+  for (const command of ['bench', 'proxy']) {
+    it(`${command} --help prints its usage and exits 0`, async () => {
+      const { code, stdout } = await run(command, '--help')
+      assert.equal(code, 0)
+      assert.match(stdout, new RegExp(`^Usage: sosplice ${command} `))
+    })
+  }
 
   for (const [args, message] of [
     [['bnech'], /unknown command: bnech/],
-    [['bench', '--runs', '0'], /--runs must be a whole number/],
-    [['bench', '--size', 'lots'], /--size: not a size/],
+    [['bench', '--runs', '0'], /--runs must be a whole number >= 1, not 0/],
+    [['bench', '--size', 'lots'], /--size: not a size: lots/],
+    [['bench', '--size', '0'], /--size must be at least 1 byte/],
+    [['bench', '--connections', '1,x'], /--connections must be a whole number >= 1, not x/],
+    [['bench', '--duration=-1'], /--duration must be a number of seconds/],
     [['bench', '--backends', 'pipe,warp'], /--backends: warp is not one of/],
-    [['bench', '--frobnicate'], /Unknown option '--frobnicate'/]
+    [['bench', '--frobnicate'], /Unknown option '--frobnicate'/],
+    [['bench', 'extra'], /Unexpected argument 'extra'/]
   ] as const) {
     it(`rejects ${args.join(' ')} with exit code 2 and a message`, async () => {
       const { code, stdout, stderr } = await run(...args)
@@ -34,17 +52,45 @@ describe('sosplice bench (command line)', () => {
     })
   }
 
-  it('--json: one document with a positive figure for every case', async () => {
-    const { code, stdout } = await run('bench', '--json', '--size', '8M', '--runs', '2')
+  it('bench --json: one document with positive figures for every case, workload and concurrency', async () => {
+    const { code, stdout } = await run('bench', '--json', '--size', '8M', '--runs', '2',
+      '--connections', '1,4', '--duration', '0.3')
     assert.equal(code, 0)
     const doc = JSON.parse(stdout)
     assert.equal(doc.size, 8 << 20)
-    const names = doc.results.map((r: { name: string }) => r.name)
-    assert.ok(names.includes('userspace') && names.includes('node-pipe') && names.includes('direct'))
-    for (const r of doc.results) {
+    assert.deepEqual(doc.connections, [1, 4])
+    for (const workload of ['bulk', 'short']) {
+      const cases = doc[workload].map((r: { name: string, connections: number }) => `${r.name}/${r.connections}`)
+      for (const name of ['userspace', 'node-pipe', 'direct', ...backends()]) {
+        for (const c of [1, 4]) assert.ok(cases.includes(`${name}/${c}`), `${workload}: ${name}/${c} missing`)
+      }
+    }
+    for (const r of doc.bulk) {
       assert.equal(r.runs.length, 2)
-      assert.ok(r.gbits.median > 0 && r.gbits.min <= r.gbits.median && r.gbits.median <= r.gbits.max, r.name)
-      if (r.name !== 'direct') assert.ok(r.sysPerGB.median + r.userPerGB.median > 0, `${r.name} used no CPU`)
+      const { gbits, userPerGB, sysPerGB } = r.stats
+      assert.ok(gbits.median > 0 && gbits.min <= gbits.median && gbits.median <= gbits.max, r.name)
+      if (r.name !== 'direct') assert.ok(userPerGB.median + sysPerGB.median > 0, `${r.name} used no CPU`)
+    }
+    for (const r of doc.short) {
+      const { perSecond, p50, p99, userPerConnection, sysPerConnection } = r.stats
+      assert.ok(perSecond.median > 0 && p50.median > 0 && p99.median >= p50.median, r.name)
+      if (r.name !== 'direct') assert.ok(userPerConnection.median + sysPerConnection.median > 0, `${r.name} used no CPU`)
+      for (const run of r.runs) assert.deepEqual(run.errors, {}, `${r.name}: connections failed`)
+    }
+  })
+
+  it('bench --svg writes a chart with a bar for every case', async () => {
+    const file = path.join(os.tmpdir(), `sosplice-bench-${process.pid}.svg`)
+    try {
+      const { code } = await run('bench', '--size', '4M', '--runs', '1', '--duration', '0', '--connections', '1',
+        '--backends', 'userspace,direct', '--svg', file)
+      assert.equal(code, 0)
+      const svg = readFileSync(file, 'utf8')
+      assert.match(svg, /^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/)
+      assert.match(svg, />userspace<\/text>/)
+      assert.match(svg, />direct<\/text>/)
+    } finally {
+      rmSync(file, { force: true })
     }
   })
 })

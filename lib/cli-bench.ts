@@ -1,0 +1,113 @@
+import { writeFileSync } from 'node:fs'
+import os from 'node:os'
+import { backends } from './backends.js'
+import { bench, type BenchReport, type CaseResult, shortMessage, type Stat } from './bench.js'
+import { chart } from './bench-svg.js'
+import { fail, parseOptions, parseSize, parseWhole } from './cli-args.js'
+
+const cases = () => [...backends(), 'node-pipe', 'direct']
+
+export const usage = `Usage: sosplice bench [options]
+
+Compares, side by side in one run, each kernel backend this host has, the
+userspace backend, a plain Node proxy (a.pipe(b); b.pipe(a)) and a direct
+transfer with no proxy, over loopback. The proxy runs in its own process;
+its user and system CPU time are reported per GB (10^9 bytes) moved and per
+short connection. Each case runs in alternation with the others; figures are
+medians over the runs, with min-max.
+
+Workloads, at each --connections level:
+  bulk    --size bytes in all, shared over the connections (throughput)
+  short   for --duration seconds, each connection slot opens a connection,
+          sends ${shortMessage} bytes, reads them echoed back, closes (connections/s, latency)
+
+Options:
+  --size BYTES        bulk bytes per run, with an optional K, M or G suffix (default 256M)
+  --connections LIST  comma-separated concurrency levels (default 1,64)
+  --duration SECONDS  short-connection time per run; 0 skips that workload (default 1)
+  --runs N            repetitions of each case (default 3)
+  --backends LIST     comma-separated cases (default: ${cases().join(',')})
+  --json              print one JSON document instead of the tables
+  --svg FILE          also write a bar chart of the results to FILE
+  -h, --help          this text
+`
+
+export async function main (args: string[]): Promise<number> {
+  const { values } = parseOptions(args, {
+    size: { type: 'string', default: '256M' },
+    connections: { type: 'string', default: '1,64' },
+    duration: { type: 'string', default: '1' },
+    runs: { type: 'string', default: '3' },
+    backends: { type: 'string', default: cases().join(',') },
+    json: { type: 'boolean', default: false },
+    svg: { type: 'string' }
+  })
+  const known = cases()
+  const chosen = values.backends.split(',')
+  for (const c of chosen) if (!known.includes(c)) fail(`--backends: ${c} is not one of ${known.join(', ')}`)
+  const duration = Number(values.duration)
+  if (!(duration >= 0 && duration <= 3600)) fail(`--duration must be a number of seconds from 0 to 3600, not ${values.duration}`)
+  const options = {
+    size: parseSize('--size', values.size),
+    connections: values.connections.split(',').map(c => parseWhole('--connections', c)),
+    duration,
+    runs: parseWhole('--runs', values.runs),
+    cases: chosen
+  }
+  const tty = process.stderr.isTTY && !values.json
+  const report = await bench({
+    ...options,
+    progress: tty ? message => process.stderr.write(`\r\x1b[K${message}`) : undefined
+  })
+  if (tty) process.stderr.write('\r\x1b[K')
+  const machine = `${os.cpus().length} CPUs (${os.cpus()[0]?.model.trim()}), ${os.type()} ${os.release()}, Node ${process.version}`
+  if (values.svg) writeFileSync(values.svg, chart(report, options, machine))
+  if (values.json) {
+    process.stdout.write(JSON.stringify({ ...options, machine, ...report }, null, 2) + '\n')
+  } else {
+    process.stdout.write(`${machine}; loopback; ${options.runs} runs of each case\n`)
+    process.stdout.write(tables(report, options.size))
+  }
+  return 0
+}
+
+function tables (report: BenchReport, size: number): string {
+  let out = ''
+  for (const connections of new Set(report.bulk.map(r => r.connections))) {
+    const rows = report.bulk.filter(r => r.connections === connections)
+    out += `\nbulk: ${size} bytes over ${connections} connection(s)\n\n` + table(rows, 'gbits', [
+      ['Gbit/s', r => range(r.stats.gbits, 2)],
+      ['user CPU s/GB', r => r.name === 'direct' ? '-' : range(r.stats.userPerGB, 3)],
+      ['sys CPU s/GB', r => r.name === 'direct' ? '-' : range(r.stats.sysPerGB, 3)]
+    ])
+  }
+  for (const connections of new Set(report.short.map(r => r.connections))) {
+    const rows = report.short.filter(r => r.connections === connections)
+    out += `\nshort: ${shortMessage}-byte exchanges, ${connections} at a time\n\n` + table(rows, 'perSecond', [
+      ['conn/s', r => range(r.stats.perSecond, 0)],
+      ['p50 ms', r => r.stats.p50.median.toFixed(2)],
+      ['p99 ms', r => r.stats.p99.median.toFixed(2)],
+      ['user CPU us/conn', r => r.name === 'direct' ? '-' : range(r.stats.userPerConnection, 0)],
+      ['sys CPU us/conn', r => r.name === 'direct' ? '-' : range(r.stats.sysPerConnection, 0)],
+      ['errors', r => String(r.runs.reduce((n, run) => n + Object.values(run.errors).reduce((a, b) => a + b, 0), 0))]
+    ])
+  }
+  return out
+}
+
+function range (s: Stat, digits: number): string {
+  return `${s.median.toFixed(digits)} (${s.min.toFixed(digits)}-${s.max.toFixed(digits)})`
+}
+
+/** Columns, then the ratio of `key`'s median to the node-pipe row's. */
+function table<R extends CaseResult<object>> (results: R[], key: string,
+  columns: [string, (r: R) => string][]): string {
+  const base = results.find(r => r.name === 'node-pipe')
+  const ratio = (r: R) => base ? `${(r.stats[key].median / base.stats[key].median).toFixed(2)}x` : '-'
+  const rows = [
+    ['case', ...columns.map(c => c[0]), 'vs node-pipe'],
+    ...results.map(r => [r.name, ...columns.map(c => c[1](r)), ratio(r)])
+  ]
+  const widths = rows[0].map((_, i) => Math.max(...rows.map(row => row[i].length)))
+  return rows.map(row => row.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd()).join('\n') + '\n'
+}
