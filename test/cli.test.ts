@@ -1,33 +1,24 @@
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
 import { readFileSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { backends } from '../lib/index.js'
+import { runCli } from './helpers.js'
 
-const cli = path.join(__dirname, '..', 'lib', 'cli.js')
-
-function run (...args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
-  return new Promise(resolve => {
-    execFile(process.execPath, [cli, ...args], { timeout: 60000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr })
-    })
-  })
-}
 
 describe('sosplice (command line)', () => {
   it('--help prints the commands and exits 0; no command exits 2', async () => {
-    const help = await run('--help')
+    const help = await runCli('--help')
     assert.equal(help.code, 0)
     assert.match(help.stdout, /Commands:\n  bench .*\n  proxy /)
-    const none = await run()
+    const none = await runCli()
     assert.equal(none.code, 2)
     assert.match(none.stderr, /no command given/)
   })
 
   for (const command of ['bench', 'proxy']) {
     it(`${command} --help prints its usage and exits 0`, async () => {
-      const { code, stdout } = await run(command, '--help')
+      const { code, stdout } = await runCli(command, '--help')
       assert.equal(code, 0)
       assert.match(stdout, new RegExp(`^Usage: sosplice ${command} `))
     })
@@ -45,7 +36,7 @@ describe('sosplice (command line)', () => {
     [['bench', 'extra'], /Unexpected argument 'extra'/]
   ] as const) {
     it(`rejects ${args.join(' ')} with exit code 2 and a message`, async () => {
-      const { code, stdout, stderr } = await run(...args)
+      const { code, stdout, stderr } = await runCli(...args)
       assert.equal(code, 2)
       assert.equal(stdout, '')
       assert.match(stderr, message)
@@ -53,7 +44,7 @@ describe('sosplice (command line)', () => {
   }
 
   it('bench --json: one document with positive figures for every case, workload and concurrency', async () => {
-    const { code, stdout } = await run('bench', '--json', '--size', '8M', '--runs', '2',
+    const { code, stdout } = await runCli('bench', '--json', '--size', '8M', '--runs', '2',
       '--connections', '1,4', '--duration', '0.3')
     assert.equal(code, 0)
     const doc = JSON.parse(stdout)
@@ -82,7 +73,7 @@ describe('sosplice (command line)', () => {
   it('bench --svg writes a chart with a bar for every case', async () => {
     const file = path.join(os.tmpdir(), `sosplice-bench-${process.pid}.svg`)
     try {
-      const { code } = await run('bench', '--size', '4M', '--runs', '1', '--duration', '0', '--connections', '1',
+      const { code } = await runCli('bench', '--size', '4M', '--runs', '1', '--duration', '0', '--connections', '1',
         '--backends', 'userspace,direct', '--svg', file)
       assert.equal(code, 0)
       const svg = readFileSync(file, 'utf8')

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict'
 import crypto from 'node:crypto'
+import { execFile } from 'node:child_process'
 import { once } from 'node:events'
 import fs from 'node:fs'
 import net from 'node:net'
+import path from 'node:path'
 import { type BackendName, backends } from '../lib/index.js'
 import { loadError, native } from '../lib/native.js'
 
@@ -149,4 +151,16 @@ export async function eventually (check: () => boolean, ms = 5000): Promise<bool
     if (check()) return true
   }
   return check()
+}
+
+/** The package's command line, as `sosplice` would run it. */
+export const cli = path.join(__dirname, '..', 'lib', 'cli.js')
+
+/** Runs `sosplice ...args` to its end. */
+export function runCli (...args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
+  return new Promise(resolve => {
+    execFile(process.execPath, [cli, ...args], { timeout: 60000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr })
+    })
+  })
 }

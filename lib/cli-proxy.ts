@@ -1,0 +1,140 @@
+import { once } from 'node:events'
+import net from 'node:net'
+import { finished } from 'node:stream'
+import { type BackendName, backends } from './backends.js'
+import { fail, parseAddress, parseOptions, parseSize, parseWhole } from './cli-args.js'
+import { proxy } from './proxy.js'
+import type { SpliceOptions } from './splice.js'
+
+export const usage = `Usage: sosplice proxy --listen [HOST:]PORT --to HOST:PORT [options]
+
+Accepts TCP connections on --listen and splices each one, both ways, to a
+new connection to --to. The listening HOST defaults to 127.0.0.1 (loopback
+only; give 0.0.0.0 or [::] for every interface); PORT 0 lets the system pick.
+
+Options:
+  --listen [HOST:]PORT  where to accept connections (required)
+  --to HOST:PORT        where to connect each of them (required)
+  --max BYTES           end each direction after this many bytes (K, M, G suffixes)
+  --idle MS             end a direction after MS milliseconds without a byte
+  --backend NAME        auto (default: ${backends()[0]}) or one of ${backends().join(', ')}
+  -h, --help            this text
+
+Output, on stdout: once listening, with the port actually bound,
+  listening on HOST:PORT -> HOST:PORT (backend NAME)
+then a line per connection once it has ended:
+  CLIENT -> TO up BYTES B (REASON) down BYTES B (REASON) SECONDS s[ error WHERE CODE]...
+up is client to upstream, down the reverse; REASON is eof, max, idle, error
+or close; an error is the client's or the upstream's (WHERE) or, when the
+splice saw it, the direction's (up or down): "error upstream ECONNREFUSED".
+
+Signals: a first SIGINT or SIGTERM closes the listener and lets the live
+connections finish, then exits 0; a second one closes them at once, exit 1.
+Exit codes: 1 also when it cannot listen, 2 for bad arguments.
+`
+
+/** host:port, an IPv6 host in brackets. */
+function hostPort (host: string | undefined, port: number | undefined): string {
+  return `${host?.includes(':') ? `[${host}]` : host}:${port}`
+}
+
+/** Splices one connection both ways to its end; resolves with its log line. */
+async function relay (client: net.Socket, upstream: net.Socket, to: string, options: SpliceOptions): Promise<string> {
+  const start = performance.now()
+  const from = hostPort(client.remoteAddress, client.remotePort)
+  // Which socket an error came from: an upstream that cannot connect ends
+  // both directions with its error. Errors the splice saw itself are neither.
+  const sides = new Map<Error, string>()
+  client.on('error', err => sides.set(err, 'client'))
+  upstream.on('error', err => sides.set(err, 'upstream'))
+  const { aToB, bToA } = await proxy(client, upstream, options)
+  // The splices count bytes still queued in Node as moved: let them out, then
+  // a FIN, before closing (a peer that stopped reading gets --idle ms).
+  await Promise.all([client, upstream].map(socket => new Promise<void>(resolve => {
+    finished(socket.end(), { readable: false }, () => resolve())
+    if (options.idle) setTimeout(resolve, options.idle).unref()
+  })))
+  client.destroy()
+  upstream.destroy()
+  const errors = new Set<string>()
+  for (const [direction, { error }] of [['up', aToB], ['down', bToA]] as const) {
+    if (error) errors.add(` error ${sides.get(error) ?? direction} ${(error as NodeJS.ErrnoException).code ?? error.name}`)
+  }
+  const seconds = ((performance.now() - start) / 1000).toFixed(3)
+  return `${from} -> ${to} up ${aToB.bytes} B (${aToB.reason}) down ${bToA.bytes} B (${bToA.reason}) ${seconds} s${[...errors].join('')}\n`
+}
+
+export async function main (args: string[]): Promise<number> {
+  const { values } = parseOptions(args, {
+    listen: { type: 'string' },
+    to: { type: 'string' },
+    max: { type: 'string' },
+    idle: { type: 'string' },
+    backend: { type: 'string', default: 'auto' }
+  })
+  if (values.listen === undefined) fail('--listen [HOST:]PORT is required')
+  if (values.to === undefined) fail('--to HOST:PORT is required')
+  const listen = parseAddress('--listen', values.listen, false)
+  const to = parseAddress('--to', values.to, true)
+  if (to.port === 0) fail('--to: port 0 is out of range 1-65535')
+  const available: string[] = backends()
+  if (values.backend !== 'auto' && !available.includes(values.backend)) {
+    fail(`--backend: ${values.backend} is not one of auto, ${available.join(', ')}`)
+  }
+  const backend = (values.backend === 'auto' ? available[0] : values.backend) as BackendName
+  const options: SpliceOptions = {
+    max: values.max === undefined ? undefined : parseSize('--max', values.max),
+    idle: values.idle === undefined ? undefined : parseWhole('--idle', values.idle),
+    backend
+  }
+  const target = hostPort(to.host, to.port)
+
+  const live = new Map<net.Socket, net.Socket>()
+  const server = net.createServer({ allowHalfOpen: true }, client => {
+    const upstream = net.connect({ host: to.host, port: to.port, allowHalfOpen: true })
+    live.set(client, upstream)
+    relay(client, upstream, target, options).then(line => {
+      live.delete(client)
+      process.stdout.write(line)
+    })
+  })
+  const host = listen.host ?? '127.0.0.1'
+  server.listen(listen.port, host)
+  try {
+    await once(server, 'listening')
+  } catch (err) {
+    const { code, message } = err as NodeJS.ErrnoException
+    process.stderr.write(`sosplice proxy: cannot listen on ${hostPort(host, listen.port)}: ${code} (${message})\n`)
+    return 1
+  }
+  // Accept errors (EMFILE...) cost one connection, not the others.
+  server.on('error', err => process.stderr.write(`sosplice proxy: ${err.message}\n`))
+  const bound = server.address() as net.AddressInfo
+  process.stdout.write(`listening on ${hostPort(bound.address, bound.port)} -> ${target} (backend ${backend})\n`)
+
+  let signals = 0
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signals++ === 0) {
+      server.close()
+      process.stderr.write(`sosplice proxy: closing: waiting for ${live.size} live connection(s)\n`)
+      return
+    }
+    process.stderr.write(`sosplice proxy: second ${signal}: closing ${live.size} live connection(s) now\n`)
+    for (const [client, upstream] of live) {
+      client.destroy()
+      upstream.destroy()
+    }
+  }
+  process.on('SIGINT', onSignal).on('SIGTERM', onSignal)
+  // 'close' comes once the listener and every connection are closed.
+  await once(server, 'close')
+  process.off('SIGINT', onSignal).off('SIGTERM', onSignal)
+  const code = signals > 1 ? 1 : 0
+  // Nothing should hold the event loop any more: if something does, say so
+  // and exit rather than hang.
+  setTimeout(() => {
+    process.stderr.write('sosplice proxy: something still holds the event loop; exiting\n')
+    process.exit(code)
+  }, 1000).unref()
+  return code
+}

@@ -1,0 +1,223 @@
+import assert from 'node:assert/strict'
+import { type ChildProcess, spawn } from 'node:child_process'
+import { once } from 'node:events'
+import net from 'node:net'
+import type { Readable } from 'node:stream'
+import { backends } from '../lib/backends.js'
+import { cli, type Digest, digest, receive, runCli, send, stream } from './helpers.js'
+
+
+/** Everything `readable` has said so far, and a wait for what it will say. */
+function collect (readable: Readable) {
+  let text = ''
+  readable.setEncoding('utf8')
+  readable.on('data', (d: string) => { text += d })
+  return {
+    get text () { return text },
+    /** The first match of `re`, once there is one; rejects if the output ends without. */
+    match (re: RegExp): Promise<RegExpExecArray> {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const m = re.exec(text)
+          if (m) {
+            readable.off('data', check).off('end', ended)
+            resolve(m)
+          }
+        }
+        const ended = () => {
+          readable.off('data', check)
+          reject(new Error(`the output ended without ${re}:\n${text}`))
+        }
+        readable.on('data', check).on('end', ended)
+        check()
+        if (readable.readableEnded) ended()
+      })
+    }
+  }
+}
+
+describe('sosplice proxy (command line)', () => {
+  const children: ChildProcess[] = []
+  const servers: net.Server[] = []
+  const sockets: net.Socket[] = []
+
+  afterEach(() => {
+    for (const child of children.splice(0)) {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    }
+    for (const server of servers.splice(0)) server.close()
+    for (const socket of sockets.splice(0)) socket.destroy()
+  })
+
+  /** Starts `sosplice proxy ARGS` and waits for its 'listening on' line. */
+  async function start (...args: string[]) {
+    const child = spawn(process.execPath, [cli, 'proxy', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    children.push(child)
+    const out = collect(child.stdout!)
+    const err = collect(child.stderr!)
+    const exit = once(child, 'close').then(([code]) => code as number | null)
+    const listening = await out.match(/^listening on 127\.0\.0\.1:(\d+) -> \S+ \(backend (\w+)\)$/m)
+      .catch(e => { throw new Error(`${e.message}\nstderr:\n${err.text}`) })
+    return { child, out, err, exit, port: Number(listening[1]), backend: listening[2] }
+  }
+
+  /**
+   * An upstream that reads each connection to its end, then answers with
+   * `reply` bytes of the 'down' stream and ends. `received` has the digest
+   * of what each connection brought, in order of arrival.
+   */
+  async function upstream (reply: number) {
+    const received: Promise<Digest>[] = []
+    const server = net.createServer({ allowHalfOpen: true }, socket => {
+      sockets.push(socket)
+      socket.on('error', () => {})
+      received.push(receive(socket).then(async got => {
+        await send(socket, 'down', reply)
+        return got
+      }))
+    })
+    servers.push(server)
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    return { server, port: (server.address() as net.AddressInfo).port, received }
+  }
+
+  async function connect (port: number, allowHalfOpen = true): Promise<net.Socket> {
+    const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen })
+    sockets.push(socket)
+    socket.on('error', () => {})
+    await once(socket, 'connect')
+    return socket
+  }
+
+  async function freePort (): Promise<number> {
+    const server = net.createServer().listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    const { port } = server.address() as net.AddressInfo
+    server.close()
+    await once(server, 'close')
+    return port
+  }
+
+  for (const [args, message] of [
+    [['--listen', '0'], /--to HOST:PORT is required/],
+    [['--to', '127.0.0.1:8080'], /--listen \[HOST:\]PORT is required/],
+    [['--listen', '0', '--to', '8080'], /--to: expected host:port, not 8080/],
+    [['--listen', '0', '--to', '127.0.0.1:70000'], /--to: port 70000 is out of range/],
+    [['--listen', '0', '--to', '127.0.0.1:0'], /--to: port 0 is out of range 1-65535/],
+    [['--listen', '0', '--to', '127.0.0.1:8080', '--backend', 'warp'], /--backend: warp is not one of auto, /],
+    [['--listen', '0', '--to', '127.0.0.1:8080', '--idle', 'abc'], /--idle must be a whole number/],
+    [['--listen', '0', '--to', '127.0.0.1:8080', '--max', 'lots'], /--max: not a size: lots/]
+  ] as const) {
+    it(`rejects ${args.join(' ')} with exit code 2 and a message`, async () => {
+      const { code, stdout, stderr } = await runCli('proxy', ...args)
+      assert.equal(code, 2)
+      assert.equal(stdout, '')
+      assert.match(stderr, message)
+      assert.match(stderr, /Usage: sosplice proxy/)
+    })
+  }
+
+  it('--help tells the log line format', async () => {
+    const { code, stdout } = await runCli('proxy', '--help')
+    assert.equal(code, 0)
+    assert.match(stdout, /up BYTES B \(REASON\) down BYTES B \(REASON\) SECONDS s/)
+  })
+
+  it('a port in use: exit code 1 and EADDRINUSE', async () => {
+    const busy = net.createServer().listen(0, '127.0.0.1')
+    servers.push(busy)
+    await once(busy, 'listening')
+    const { port } = busy.address() as net.AddressInfo
+    const { code, stdout, stderr } = await runCli('proxy', '--listen', `127.0.0.1:${port}`, '--to', '127.0.0.1:9')
+    assert.equal(code, 1)
+    assert.equal(stdout, '')
+    assert.match(stderr, new RegExp(`^sosplice proxy: cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE \\(`))
+  })
+
+  it('an address not on this host: exit code 1 and EADDRNOTAVAIL', async () => {
+    const { code, stderr } = await runCli('proxy', '--listen', '192.0.2.1:0', '--to', '127.0.0.1:9')
+    assert.equal(code, 1)
+    assert.match(stderr, /cannot listen on 192\.0\.2\.1:0: EADDRNOTAVAIL/)
+  })
+
+  for (const backend of backends()) {
+    it(`[${backend}] moves 8 MiB up and a reply down, every byte, and logs both counts`, async () => {
+      const up = await upstream(300_000)
+      // No host: 127.0.0.1, which start() expects.
+      const proxy = await start('--listen', '0', '--to', `127.0.0.1:${up.port}`, '--backend', backend)
+      assert.equal(proxy.backend, backend)
+      const client = await connect(proxy.port)
+      const from = client.localPort
+      const [sent, got] = await Promise.all([send(client, 'up', 8 << 20), receive(client)])
+      assert.deepEqual(await up.received[0], sent)
+      assert.deepEqual(got, digest(stream('down')(300_000)))
+      await proxy.out.match(new RegExp(`^127\\.0\\.0\\.1:${from} -> 127\\.0\\.0\\.1:${up.port} ` +
+        `up ${8 << 20} B \\(eof\\) down 300000 B \\(eof\\) \\d+\\.\\d{3} s$`, 'm'))
+      assert.equal(proxy.err.text, '')
+    })
+  }
+
+  it('an upstream that refuses: the client is closed and the log names ECONNREFUSED; SIGINT exits 0', async () => {
+    const port = await freePort()
+    const proxy = await start('--listen', '127.0.0.1:0', '--to', `127.0.0.1:${port}`)
+    // Not half-open: the proxy's FIN closes it.
+    const client = await connect(proxy.port, false)
+    let got = 0
+    client.on('data', (d: Buffer) => { got += d.length })
+    await once(client, 'close')
+    assert.equal(got, 0)
+    await proxy.out.match(/ up 0 B \(error\) down 0 B \(error\) \d+\.\d{3} s error upstream ECONNREFUSED$/m)
+    proxy.child.kill('SIGINT')
+    assert.equal(await proxy.exit, 0)
+    assert.match(proxy.err.text, /closing: waiting for 0 live connection\(s\)/)
+  })
+
+  it('SIGTERM: no new connections, the live one moves every byte to its end, then exit 0', async () => {
+    const up = await upstream(100_000)
+    const proxy = await start('--listen', '127.0.0.1:0', '--to', `127.0.0.1:${up.port}`)
+    const next = stream('term')
+    const first = next(1 << 20)
+    const rest = next(7 << 20)
+    const accepted = once(up.server, 'connection')
+    const client = await connect(proxy.port)
+    client.write(first)
+    // Bytes at the upstream: the proxy has this connection in hand.
+    const [upSocket] = await accepted as [net.Socket]
+    await once(upSocket, 'data')
+
+    proxy.child.kill('SIGTERM')
+    await proxy.err.match(/closing: waiting for 1 live connection\(s\)/)
+    const late = net.connect({ port: proxy.port, host: '127.0.0.1' })
+    sockets.push(late)
+    const [error] = await once(late, 'error')
+    assert.equal(error.code, 'ECONNREFUSED')
+
+    const down = receive(client)
+    client.end(rest)
+    assert.deepEqual(await up.received[0], digest(Buffer.concat([first, rest])))
+    assert.deepEqual(await down, digest(stream('down')(100_000)))
+    assert.equal(await proxy.exit, 0)
+    assert.match(proxy.out.text, / up 8388608 B \(eof\) down 100000 B \(eof\) /)
+    assert.doesNotMatch(proxy.err.text, /still holds/)
+  })
+
+  it('a second SIGTERM closes the live connections at once and exits 1', async () => {
+    const up = await upstream(0)
+    const proxy = await start('--listen', '127.0.0.1:0', '--to', `127.0.0.1:${up.port}`)
+    const accepted = once(up.server, 'connection')
+    const client = await connect(proxy.port, false)
+    client.write('hello')
+    const [upSocket] = await accepted as [net.Socket]
+    await once(upSocket, 'data')
+
+    proxy.child.kill('SIGTERM')
+    await proxy.err.match(/closing: waiting for 1 live connection\(s\)/)
+    const closed = once(client, 'close')
+    proxy.child.kill('SIGTERM')
+    assert.equal(await proxy.exit, 1)
+    await closed
+    assert.match(proxy.err.text, /second SIGTERM: closing 1 live connection\(s\) now/)
+    assert.match(proxy.out.text, / up 5 B \(close\) down 0 B \(close\) /)
+  })
+})
