@@ -1,12 +1,16 @@
 import net from 'node:net'
+import { parseSize } from './cli-args.js'
 import { proxy } from './proxy.js'
 
 // The proxy under test, in a process of its own so that its CPU time is
 // measured apart from the peers'. Started by bench.ts with the case and the
 // receiving peer's port. IPC: it sends {port} once listening; 'begin' starts
 // the CPU count (answered with {}), 'end' answers {cpu} since 'begin'.
+// A case named BACKEND-after-SIZE copies SIZE bytes in JavaScript first.
 
-const [mode, targetPort] = process.argv.slice(2)
+const [name, targetPort] = process.argv.slice(2)
+const [, mode, after] = /^(.+)-after-(.+)$/.exec(name) ?? [, name]
+const spliceAfter = after === undefined ? 0 : parseSize('spliceAfter', after)
 
 const server = net.createServer({ allowHalfOpen: true }, client => {
   const upstream = net.connect({ port: Number(targetPort), host: '127.0.0.1', allowHalfOpen: true })
@@ -16,7 +20,7 @@ const server = net.createServer({ allowHalfOpen: true }, client => {
     client.pipe(upstream)
     upstream.pipe(client)
   } else {
-    proxy(client, upstream, { backend: mode as 'pipe' }).then(() => {
+    proxy(client, upstream, { backend: mode as 'pipe', spliceAfter }).then(() => {
       client.destroy()
       upstream.destroy()
     })

@@ -9,7 +9,7 @@ const labelWidth = 110
 const barHeight = 18
 const gap = 6
 const colors: Record<string, string> = {
-  pipe: '#2b7bb9', so_splice: '#2b7bb9', userspace: '#e08a1e', 'node-pipe': '#8c8c8c', direct: '#5a9e4b'
+  pipe: '#2b7bb9', so_splice: '#2b7bb9', staged: '#7a5fb0', userspace: '#e08a1e', 'node-pipe': '#8c8c8c', direct: '#5a9e4b'
 }
 
 export function chart (report: BenchReport, options: { size: number, duration: number }, machine: string): string {
@@ -37,7 +37,7 @@ export function chart (report: BenchReport, options: { size: number, duration: n
       const mid = y + barHeight / 2
       body.push(
         text(10, mid + 4, r.name),
-        `<rect x="${labelWidth}" y="${y}" width="${scale(s.median).toFixed(1)}" height="${barHeight}" fill="${colors[r.name] ?? '#666'}"/>`,
+        `<rect x="${labelWidth}" y="${y}" width="${scale(s.median).toFixed(1)}" height="${barHeight}" fill="${colors[r.name.includes('-after-') ? 'staged' : r.name] ?? '#666'}"/>`,
         `<line x1="${(labelWidth + scale(s.min)).toFixed(1)}" x2="${(labelWidth + scale(s.max)).toFixed(1)}" y1="${mid}" y2="${mid}" stroke="#000"/>`,
         text(labelWidth + scale(s.max) + 6, mid + 4, s.median.toFixed(key === 'gbits' ? 2 : 0))
       )

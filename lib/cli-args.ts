@@ -30,6 +30,14 @@ export function parseSize (name: string, text: string): number {
   return size
 }
 
+/** The shortest exact spelling of `size` that parseSize reads back. */
+export function formatSize (size: number): string {
+  for (const [suffix, scale] of [['G', 1 << 30], ['M', 1 << 20], ['K', 1 << 10]] as const) {
+    if (size % scale === 0) return `${size / scale}${suffix}`
+  }
+  return String(size)
+}
+
 export function parseWhole (name: string, text: string, min = 1): number {
   const n = /^\d+$/.test(text) ? Number(text) : NaN
   if (!Number.isSafeInteger(n) || n < min) fail(`${name} must be a whole number >= ${min}, not ${text}`)

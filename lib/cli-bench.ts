@@ -3,13 +3,17 @@ import os from 'node:os'
 import { backends } from './backends.js'
 import { bench, type BenchReport, type CaseResult, shortMessage, type Stat } from './bench.js'
 import { chart } from './bench-svg.js'
-import { fail, parseOptions, parseSize, parseWhole } from './cli-args.js'
+import { fail, formatSize, parseOptions, parseSize, parseWhole } from './cli-args.js'
 
-const cases = () => [...backends(), 'node-pipe', 'direct']
+const kernels = () => backends().filter(b => b !== 'userspace')
+const cases = (after: number) =>
+  [...kernels(), ...(after > 0 ? kernels().map(k => `${k}-after-${formatSize(after)}`) : []), 'userspace', 'node-pipe', 'direct']
 
 export const usage = `Usage: sosplice bench [options]
 
-Compares, side by side in one run, each kernel backend this host has, the
+Compares, side by side in one run, each kernel backend this host has (also
+staged: the first --splice-after bytes of each direction copied in
+JavaScript, then spliced, as with proxy()'s spliceAfter option), the
 userspace backend, a plain Node proxy (a.pipe(b); b.pipe(a)) and a direct
 transfer with no proxy, over loopback. The proxy runs in its own process;
 its user and system CPU time are reported per GB (10^9 bytes) moved and per
@@ -22,14 +26,15 @@ Workloads, at each --connections level:
           sends ${shortMessage} bytes, reads them echoed back, closes (connections/s, latency)
 
 Options:
-  --size BYTES        bulk bytes per run, with an optional K, M or G suffix (default 256M)
-  --connections LIST  comma-separated concurrency levels (default 1,64)
-  --duration SECONDS  short-connection time per run; 0 skips that workload (default 1)
-  --runs N            repetitions of each case (default 3)
-  --backends LIST     comma-separated cases (default: ${cases().join(',')})
-  --json              print one JSON document instead of the tables
-  --svg FILE          also write a bar chart of the results to FILE
-  -h, --help          this text
+  --size BYTES          bulk bytes per run, with an optional K, M or G suffix (default 256M)
+  --connections LIST    comma-separated concurrency levels (default 1,64)
+  --duration SECONDS    short-connection time per run; 0 skips that workload (default 1)
+  --runs N              repetitions of each case (default 3)
+  --splice-after BYTES  the staged cases' threshold; 0 leaves them out (default 64K)
+  --backends LIST       comma-separated cases (default: ${cases(64 << 10).join(',')})
+  --json                print one JSON document instead of the tables
+  --svg FILE            also write a bar chart of the results to FILE
+  -h, --help            this text
 `
 
 export async function main (args: string[]): Promise<number> {
@@ -38,12 +43,14 @@ export async function main (args: string[]): Promise<number> {
     connections: { type: 'string', default: '1,64' },
     duration: { type: 'string', default: '1' },
     runs: { type: 'string', default: '3' },
-    backends: { type: 'string', default: cases().join(',') },
+    'splice-after': { type: 'string', default: '64K' },
+    backends: { type: 'string' },
     json: { type: 'boolean', default: false },
     svg: { type: 'string' }
   })
-  const known = cases()
-  const chosen = values.backends.split(',')
+  const after = values['splice-after'] === '0' ? 0 : parseSize('--splice-after', values['splice-after'])
+  const known = cases(after)
+  const chosen = values.backends?.split(',') ?? known
   for (const c of chosen) if (!known.includes(c)) fail(`--backends: ${c} is not one of ${known.join(', ')}`)
   const duration = Number(values.duration)
   if (!(duration >= 0 && duration <= 3600)) fail(`--duration must be a number of seconds from 0 to 3600, not ${values.duration}`)

@@ -18,6 +18,8 @@ Options:
   --max BYTES           end each direction after this many bytes (K, M, G suffixes)
   --idle MS             end a direction after MS milliseconds without a byte
   --backend NAME        auto (default: ${backends()[0]}) or one of ${backends().join(', ')}
+  --splice-after BYTES  copy the first BYTES of each direction in JavaScript, then
+                        splice: short connections never pay for a kernel splice
   -h, --help            this text
 
 Output, on stdout: once listening, with the port actually bound,
@@ -70,7 +72,8 @@ export async function main (args: string[]): Promise<number> {
     to: { type: 'string' },
     max: { type: 'string' },
     idle: { type: 'string' },
-    backend: { type: 'string', default: 'auto' }
+    backend: { type: 'string', default: 'auto' },
+    'splice-after': { type: 'string' }
   })
   if (values.listen === undefined) fail('--listen [HOST:]PORT is required')
   if (values.to === undefined) fail('--to HOST:PORT is required')
@@ -85,6 +88,7 @@ export async function main (args: string[]): Promise<number> {
   const options: SpliceOptions = {
     max: values.max === undefined ? undefined : parseSize('--max', values.max),
     idle: values.idle === undefined ? undefined : parseWhole('--idle', values.idle),
+    spliceAfter: values['splice-after'] === undefined ? undefined : parseSize('--splice-after', values['splice-after']),
     backend
   }
   const target = hostPort(to.host, to.port)

@@ -15,7 +15,8 @@ export function checkLimits (options: unknown): Required<Limits> {
   return { max: checkCount('max', max), idle: checkCount('idle', idle) }
 }
 
-function checkCount (name: string, value: unknown): number {
+/** A whole number of bytes or milliseconds; absent is 0. */
+export function checkCount (name: string, value: unknown): number {
   if (value === undefined) return 0
   if (typeof value !== 'number') throw invalidArgType(`options.${name}`, 'of type number', value)
   if (!Number.isSafeInteger(value) || value < 0) {

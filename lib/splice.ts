@@ -4,13 +4,20 @@ import { type BackendName, pickBackend } from './backends.js'
 import { invalidArgType, systemError } from './errors.js'
 import type { Mover, MoverEnd, StartMover } from './mover.js'
 import { Reason } from './native.js'
-import { checkLimits, checkSocket, type Limits } from './options.js'
+import { checkCount, checkLimits, checkSocket, type Limits } from './options.js'
+import { stagedMover } from './staged-mover.js'
+import { userspaceMover } from './userspace-mover.js'
 
 export interface SpliceOptions extends Limits {
   /** End the drain after the source's EOF, once every byte is in it. Default true. */
   end?: boolean
   /** 'auto' (default), 'so_splice', 'pipe' or 'userspace'. */
   backend?: BackendName | 'auto'
+  /**
+   * Bytes to move in JavaScript before a kernel backend takes over; a
+   * connection that ends sooner never costs a kernel splice. Default 0.
+   */
+  spliceAfter?: number
 }
 
 export type EndReason = 'eof' | 'max' | 'idle' | 'unsplice' | 'error' | 'close'
@@ -65,6 +72,10 @@ export class Splice extends EventEmitter {
     const { end = true } = options
     if (typeof end !== 'boolean') throw invalidArgType('options.end', 'of type boolean', end)
     const backend = pickBackend(options.backend)
+    const spliceAfter = checkCount('spliceAfter', options.spliceAfter)
+    const start = spliceAfter > 0 && backend.name !== 'userspace'
+      ? stagedMover(userspaceMover, backend.start, spliceAfter)
+      : backend.start
     if (sources.has(source)) throw systemError('EBUSY', 'splice', 'the source is already spliced')
     if (drains.has(drain)) throw systemError('EBUSY', 'splice', 'the drain is already spliced to')
 
@@ -73,7 +84,7 @@ export class Splice extends EventEmitter {
     this.#drain = drain
     this.#end = end
     this.done = new Promise(resolve => { this.#resolve = resolve })
-    const begin = () => this.#begin(backend.start, max, idle)
+    const begin = () => this.#begin(start, max, idle)
     if (source.connecting || drain.connecting) {
       this.#claim()
       Promise.all([connected(source), connected(drain)]).then(() => {

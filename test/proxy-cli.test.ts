@@ -106,6 +106,7 @@ describe('sosplice proxy (command line)', () => {
     [['--listen', '0', '--to', '127.0.0.1:70000'], /--to: port 70000 is out of range/],
     [['--listen', '0', '--to', '127.0.0.1:0'], /--to: port 0 is out of range 1-65535/],
     [['--listen', '0', '--to', '127.0.0.1:8080', '--backend', 'warp'], /--backend: warp is not one of auto, /],
+    [['--listen', '0', '--to', '127.0.0.1:8080', '--splice-after', 'some'], /--splice-after: not a size: some/],
     [['--listen', '0', '--to', '127.0.0.1:8080', '--idle', 'abc'], /--idle must be a whole number/],
     [['--listen', '0', '--to', '127.0.0.1:8080', '--max', 'lots'], /--max: not a size: lots/]
   ] as const) {
@@ -141,11 +142,12 @@ describe('sosplice proxy (command line)', () => {
     assert.match(stderr, /cannot listen on 192\.0\.2\.1:0: EADDRNOTAVAIL/)
   })
 
-  for (const backend of backends()) {
-    it(`[${backend}] moves 8 MiB up and a reply down, every byte, and logs both counts`, async () => {
+  const staged = backends().filter(b => b !== 'userspace').map(b => [b, '--splice-after', '64K'])
+  for (const [backend, ...options] of [...backends().map(b => [b]), ...staged]) {
+    it(`[${[backend, ...options].join(' ')}] moves 8 MiB up and a reply down, every byte, and logs both counts`, async () => {
       const up = await upstream(300_000)
       // No host: 127.0.0.1, which start() expects.
-      const proxy = await start('--listen', '0', '--to', `127.0.0.1:${up.port}`, '--backend', backend)
+      const proxy = await start('--listen', '0', '--to', `127.0.0.1:${up.port}`, '--backend', backend, ...options)
       assert.equal(proxy.backend, backend)
       const client = await connect(proxy.port)
       const from = client.localPort

@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict'
+import { splice } from '../lib/index.js'
+import { native } from '../lib/native.js'
+import { digest, eachBackend, eventually, readExactly, receive, rig, send, sleep, stream } from './helpers.js'
+
+// spliceAfter: the first bytes of a splice are copied in JavaScript, the
+// rest is spliced. (With the userspace backend it changes nothing, and these
+// tests check that too.)
+
+const KiB = 1024
+const MiB = 1 << 20
+
+eachBackend('spliceAfter', backend => {
+  it('moves every byte in order across the hand-over', async () => {
+    const { sender, source, drain, receiver, destroy } = await rig()
+    const sp = splice(source, drain, { backend, spliceAfter: 64 * KiB })
+    const [sent, got, result] = await Promise.all([send(sender, 'staged', 16 * MiB), receive(receiver), sp.done])
+    assert.deepEqual(got, sent)
+    assert.deepEqual(result, { bytes: 16 * MiB, reason: 'eof' })
+    destroy()
+  })
+
+  it('a transfer that ends within spliceAfter never starts a kernel splice (kernel backends only)', async function () {
+    if (backend === 'userspace') this.skip()
+    const { sender, source, drain, receiver, destroy } = await rig()
+    const before = native!.stats().splices
+    const sp = splice(source, drain, { backend, spliceAfter: 64 * KiB })
+    const next = stream('short')
+    const first = next(60 * KiB)
+    sender.write(first)
+    assert.deepEqual(await readExactly(receiver, first.length), first)
+    assert.equal(native!.stats().splices, before, 'a kernel splice started before spliceAfter bytes')
+    // Past the threshold the kernel takes over.
+    const second = next(1 * MiB)
+    sender.write(second)
+    assert.ok(await eventually(() => native!.stats().splices === before + 1), 'no kernel splice after spliceAfter bytes')
+    assert.deepEqual(await readExactly(receiver, second.length), second)
+    sp.unsplice()
+    assert.deepEqual(await sp.done, { bytes: first.length + second.length, reason: 'unsplice' })
+    destroy()
+  })
+
+  it('max counts both stages: exactly max bytes, the rest stays in the source', async () => {
+    const { sender, source, drain, receiver, destroy } = await rig()
+    const sent = stream('staged-max')(300 * KiB)
+    const max = 200 * KiB + 7
+    const sp = splice(source, drain, { backend, max, spliceAfter: 64 * KiB })
+    sender.write(sent)
+    assert.deepEqual(await sp.done, { bytes: max, reason: 'max' })
+    assert.deepEqual(digest(await readExactly(receiver, max)), digest(sent.subarray(0, max)))
+    assert.deepEqual(digest(await readExactly(source, sent.length - max)), digest(sent.subarray(max)))
+    await sleep(50)
+    assert.equal(receiver.readableLength, 0)
+    destroy()
+  })
+
+  it('idle and unsplice end either stage', async () => {
+    for (const size of [10 * KiB, 200 * KiB]) {
+      const { sender, source, drain, receiver, destroy } = await rig()
+      const data = stream(`staged-idle-${size}`)(size)
+      const idle = splice(source, drain, { backend, idle: 200, spliceAfter: 64 * KiB })
+      sender.write(data)
+      assert.deepEqual(await idle.done, { bytes: size, reason: 'idle' }, `${size} bytes`)
+      assert.deepEqual(await readExactly(receiver, size), data)
+      const stopped = splice(source, drain, { backend, spliceAfter: 64 * KiB })
+      sender.write(data)
+      assert.deepEqual(await readExactly(receiver, size), data)
+      stopped.unsplice()
+      assert.deepEqual(await stopped.done, { bytes: size, reason: 'unsplice' }, `${size} bytes`)
+      destroy()
+    }
+  })
+
+  it('rejects a spliceAfter that is not a whole number of bytes', async () => {
+    const { source, drain, destroy } = await rig()
+    assert.throws(() => splice(source, drain, { backend, spliceAfter: -1 }), { code: 'ERR_OUT_OF_RANGE' })
+    assert.throws(() => splice(source, drain, { backend, spliceAfter: 1.5 }), { code: 'ERR_OUT_OF_RANGE' })
+    assert.throws(() => splice(source, drain, { backend, spliceAfter: '64K' as unknown as number }),
+      { code: 'ERR_INVALID_ARG_TYPE' })
+    destroy()
+  })
+})
