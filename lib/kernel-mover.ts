@@ -64,7 +64,8 @@ export function kernelMover (native: NativeBinding): StartMover {
     const mover: Mover = {
       get bytes () { return prefix.length + (handle ? native.bytes(handle) : 0) },
       stop (reason, error) {
-        if (ended || stopped) return
+        // A close or an error overrides an unsplice still under way.
+        if (ended || (stopped && (stopped.reason !== Reason.Unsplice || reason === Reason.Unsplice))) return
         stopped = { reason, error }
         if (running && handle) stopNative(handle, reason)
       },

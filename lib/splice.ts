@@ -89,6 +89,8 @@ export class Splice extends EventEmitter {
       this.#claim()
       Promise.all([connected(source), connected(drain)]).then(() => {
         if (this.#result) return
+        // Destroyed while the other was connecting, before its 'close' came.
+        if (source.destroyed || drain.destroyed) return this.#finish({ bytes: 0, reason: Reason.Close })
         try {
           begin()
         } catch (error) {

@@ -306,7 +306,13 @@ void Worker::Pump(Splice& s) {
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && errno == EAGAIN) return;  // EPOLLOUT will call us back
+      if (n < 0 && errno == EAGAIN) {
+        // A drain that is not reading must not hold an unsplice up: what it
+        // has not taken goes back to JS, which queues it on the drain.
+        if (s.stopping != 0 && s.options.return_residual)
+          return Finish(s, s.stopping, 0, "", false);
+        return;  // EPOLLOUT will call us back
+      }
       // A socket never accepts 0 bytes of a non-empty pipe; treat it as gone.
       return Finish(s, kError, n < 0 ? errno : EPIPE, "splice", true);
     }

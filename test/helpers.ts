@@ -83,7 +83,7 @@ export async function send (socket: net.Socket, seed: string, size: number, opts
 }
 
 /** Resolves on the first of `events`, leaving no listener behind. */
-function firstOf (socket: net.Socket, events: string[]): Promise<void> {
+export function firstOf (socket: net.Socket, events: string[]): Promise<void> {
   return new Promise(resolve => {
     const done = () => {
       for (const e of events) socket.off(e, done)
