@@ -2,6 +2,8 @@
 // results back into JavaScript values. Policy lives in lib/.
 #include <napi.h>
 
+#include <mutex>
+
 #include "errno_error.h"
 #include "splice.h"
 
@@ -37,6 +39,12 @@ int64_t NonNegative(const Napi::Value& v, const char* name) {
   return n;
 }
 
+// Whether a splice's thread-safe function may still be called.
+struct Gate {
+  std::mutex mutex;
+  bool open = true;
+};
+
 // An ended splice on its way from an engine thread to the main thread.
 struct Delivery {
   HandleRef handle;
@@ -48,14 +56,23 @@ void DeliverEnd(Napi::Env env, Napi::Function on_end, Delivery* delivery) {
   Result* r = &d->result;
   d->handle->live = false;
   if (env == nullptr) return;  // the environment is shutting down
-  Napi::Value error = env.Undefined();
-  if (r->reason == kError) error = ErrnoError(env, r->error, r->syscall).Value();
-  Napi::Value residual = env.Undefined();
-  if (!r->residual.empty())
-    residual = Napi::Buffer<char>::Copy(env, r->residual.data(),
-                                        r->residual.size());
-  on_end.Call({Napi::Number::New(env, static_cast<double>(r->bytes)),
-               Napi::Number::New(env, r->reason), error, residual});
+  // No C++ exception may leave this callback (nothing above it catches):
+  // one from JavaScript goes back to Node as uncaught, and one because
+  // JavaScript can no longer run (the environment is exiting) is dropped.
+  try {
+    Napi::Value error = env.Undefined();
+    if (r->reason == kError)
+      error = ErrnoError(env, r->error, r->syscall).Value();
+    Napi::Value residual = env.Undefined();
+    if (!r->residual.empty())
+      residual = Napi::Buffer<char>::Copy(env, r->residual.data(),
+                                          r->residual.size());
+    on_end.Call({Napi::Number::New(env, static_cast<double>(r->bytes)),
+                 Napi::Number::New(env, r->reason), error, residual});
+  } catch (const Napi::Error& e) {
+    // The C call, which reports rather than throws when it cannot.
+    napi_throw(env, e.Value());
+  }
 }
 
 // start(sourceFd, drainFd, max, idleMs, returnResidual,
@@ -73,10 +90,18 @@ Napi::Value StartSplice(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env, "onEnd must be a function");
 
   auto handle = std::make_shared<Handle>();
+  // When the environment is torn down Node frees the thread-safe function
+  // even while a worker still holds it; its finalizer shuts the gate first.
+  auto gate = std::make_shared<Gate>();
   handle->tsfn = Napi::ThreadSafeFunction::New(
-      env, info[5].As<Napi::Function>(), "sosplice", 0, 1);
+      env, info[5].As<Napi::Function>(), "sosplice", 0, 1, [gate](Napi::Env) {
+        std::lock_guard<std::mutex> lock(gate->mutex);
+        gate->open = false;
+      });
   Napi::ThreadSafeFunction tsfn = handle->tsfn;
-  EndCallback on_end = [tsfn, handle](Result&& result) mutable {
+  EndCallback on_end = [tsfn, handle, gate](Result&& result) mutable {
+    std::lock_guard<std::mutex> lock(gate->mutex);
+    if (!gate->open) return;
     auto* d = new Delivery{handle, std::move(result)};
     if (tsfn.NonBlockingCall(d, DeliverEnd) != napi_ok) delete d;
     tsfn.Release();

@@ -3,20 +3,21 @@ import { execFile } from 'node:child_process'
 import path from 'node:path'
 import { eachBackend } from './helpers.js'
 
-// Runs a child that splices a live connection, then `ending`; resolves with
-// its exit code and how long it took.
-function child (backend: string, ending: string): Promise<{ code: number | null, ms: number }> {
+// Runs a child that splices `count` live connections, then `ending` for
+// each; resolves with its exit code (null: killed by a signal) and how long
+// it took.
+function child (backend: string, ending: string, count = 1): Promise<{ code: number | null, ms: number }> {
   const lib = path.join(__dirname, '..', 'lib', 'index.js')
   const helpers = path.join(__dirname, 'helpers.js')
   const script = `
     const { splice } = require(${JSON.stringify(lib)})
     const { rig } = require(${JSON.stringify(helpers)})
-    rig().then(({ sender, source, drain, receiver }) => {
+    Promise.all(Array.from({ length: ${count} }, () => rig())).then(rigs => rigs.map(({ sender, source, drain, receiver }) => {
       for (const s of [sender, source, drain, receiver]) s.unref()
       const sp = splice(source, drain, { backend: ${JSON.stringify(backend)} })
       sender.write(Buffer.alloc(100000))
       ${ending}
-    })`
+    }))`
   const started = Date.now()
   return new Promise(resolve => {
     execFile(process.execPath, ['-e', script], { timeout: 10000 }, (err) => {
@@ -35,6 +36,13 @@ eachBackend('process lifetime', backend => {
     const { code, ms } = await child(backend, 'sp.unref()')
     assert.equal(code, 0)
     assert.ok(ms < 5000, `took ${ms} ms`)
+  })
+
+  it('unref(): exiting with 50 live splices whose ends arrive as the process tears down does not crash', async () => {
+    for (let round = 0; round < 5; round++) {
+      const { code, ms } = await child(backend, 'sp.unref()', 50)
+      assert.equal(code, 0, `round ${round}: exited with ${code} after ${ms} ms`)
+    }
   })
 
   it('process.exit() with a live splice neither hangs nor crashes', async () => {
