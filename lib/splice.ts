@@ -108,7 +108,10 @@ export class Splice extends EventEmitter {
     return this.#result?.bytes ?? this.#mover?.bytes ?? 0
   }
 
-  /** Ends the splice after the bytes in flight reach the drain. */
+  /**
+   * Ends the splice; bytes in flight go to the drain first (those the drain
+   * does not take at once are queued on it in Node, and counted).
+   */
   unsplice (): void {
     this.#stop(Reason.Unsplice)
   }

@@ -22,9 +22,9 @@ enum Reason : int {
 struct Options {
   int64_t max = 0;      // 0: no limit
   int64_t idle_ms = 0;  // 0: no idle timeout
-  // Whether bytes still in flight when the splice ends at once (idle, close)
-  // come back in Result::residual. Without it they are first delivered to
-  // the drain, as after a manual unsplice.
+  // Whether bytes still in flight when the splice ends (idle, close, or an
+  // unsplice the drain does not take at once) come back in
+  // Result::residual. Without it they are first delivered to the drain.
   bool return_residual = true;
 };
 
@@ -66,7 +66,8 @@ std::shared_ptr<Splice> Start(Engine& engine, int source, int drain,
                               SysError* err);
 void Run(const std::shared_ptr<Splice>& splice);
 // Asks the splice to end with kUnsplice (after what is in flight has reached
-// the drain) or kClose (at once); a no-op once it has ended. Main thread.
+// the drain, or with it as residual) or kClose (at once); a no-op once it
+// has ended. Main thread.
 void Stop(const std::shared_ptr<Splice>& splice, Reason reason);
 int64_t Bytes(const Splice& splice);
 Stats GetStats(Engine& engine);
