@@ -1,4 +1,3 @@
-import type net from 'node:net'
 import { fdOf, holdReading, takeBuffered, writeFlushed } from './handover.js'
 import type { Mover, MoverEnd, StartMover } from './mover.js'
 import { type NativeBinding, type NativeHandle, Reason } from './native.js'

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { proxy, splice } from '../lib/index.js'
 import { backends } from '../lib/index.js'
-import { assertNoLeaks, digest, eachBackend, eventually, openFds, readExactly, receive, rig, send, sleep, socketPair, stream } from './helpers.js'
+import { assertNoLeaks, digest, eachBackend, eventually, readExactly, receive, rig, send, socketPair, steadyFds, stream } from './helpers.js'
 
 const MiB = 1 << 20
 
@@ -10,17 +10,7 @@ eachBackend('endings', backend => {
   // Every kind of ending below gives back every descriptor and splice.
   let fdsBefore = 0
   before(async function () {
-    if (!backends().includes(backend)) return
-    // Measure from steady state: one splice first, so that Node and the
-    // addon have opened what they keep for the life of the process.
-    const { sender, source, drain, receiver, destroy } = await rig()
-    const done = splice(source, drain, { backend }).done
-    sender.end('warm')
-    await done
-    await readExactly(receiver, 4)
-    destroy()
-    await sleep(50)
-    fdsBefore = openFds()
+    if (backends().includes(backend)) fdsBefore = await steadyFds(backend)
   })
   after(async function () {
     if (backends().includes(backend)) await assertNoLeaks(fdsBefore)

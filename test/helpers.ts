@@ -5,7 +5,7 @@ import { once } from 'node:events'
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import { type BackendName, backends } from '../lib/index.js'
+import { type BackendName, backends, splice } from '../lib/index.js'
 import { loadError, native } from '../lib/native.js'
 
 /** Runs `suite` once per backend; one the host lacks is skipped, with why. */
@@ -127,6 +127,21 @@ export async function readExactly (socket: net.Socket, n: number): Promise<Buffe
 /** Open descriptors, less those the addon's engine keeps for itself. */
 export function openFds (): number {
   return fs.readdirSync('/proc/self/fd').length - (native?.stats().descriptors ?? 0)
+}
+
+/**
+ * Open descriptors at steady state: after one splice on `backend`, once
+ * Node and the addon have opened what they keep for the life of the process.
+ */
+export async function steadyFds (backend: BackendName): Promise<number> {
+  const { sender, source, drain, receiver, destroy } = await rig()
+  const done = splice(source, drain, { backend }).done
+  sender.end('warm')
+  await done
+  await readExactly(receiver, 4)
+  destroy()
+  await sleep(50)
+  return openFds()
 }
 
 /** Asserts that descriptors and live splices are back to `before`. */

@@ -6,8 +6,8 @@ import { backends, proxy, type Splice, splice, type SpliceResult } from '../lib/
 import { fdOf } from '../lib/handover.js'
 import { native } from '../lib/native.js'
 import {
-  assertNoLeaks, type Digest, digest, eachBackend, firstOf, openFds, readExactly, receive, rig, send, sleep,
-  socketPair, stream
+  assertNoLeaks, type Digest, digest, eachBackend, firstOf, readExactly, receive, rig, send, sleep,
+  socketPair, steadyFds, stream
 } from './helpers.js'
 
 const KiB = 1 << 10
@@ -163,17 +163,7 @@ eachBackend('hostile peers', backend => {
   const nothingLeft = () => assertNoLeaks(fdsBefore)
 
   before(async function () {
-    if (!backends().includes(backend)) return
-    // Measure from steady state: after one splice Node and the addon hold
-    // what they keep for the life of the process.
-    const { sender, source, drain, receiver, destroy } = await rig()
-    const done = splice(source, drain, { backend }).done
-    sender.end('warm')
-    await done
-    await readExactly(receiver, 4)
-    destroy()
-    await sleep(50)
-    fdsBefore = openFds()
+    if (backends().includes(backend)) fdsBefore = await steadyFds(backend)
   })
   afterEach(function () {
     for (const s of opened) s.destroy()
