@@ -1,4 +1,6 @@
+import type net from 'node:net'
 import { invalidArgValue, systemError } from './errors.js'
+import { fdOf } from './handover.js'
 import { kernelMover } from './kernel-mover.js'
 import type { StartMover } from './mover.js'
 import { loadError, native } from './native.js'
@@ -13,7 +15,14 @@ export function backends (): BackendName[] {
   return native ? [native.backend, 'userspace'] : ['userspace']
 }
 
-export function pickBackend (name: unknown = 'auto'): { name: BackendName, start: StartMover } {
+export interface Backend {
+  name: BackendName
+  start: StartMover
+  /** Throws at once what `start` would refuse (kernel backends). */
+  check?: (source: net.Socket, drain: net.Socket) => void
+}
+
+export function pickBackend (name: unknown = 'auto'): Backend {
   if (name === 'auto') name = backends()[0]
   if (typeof name !== 'string' || !names.includes(name)) {
     throw invalidArgValue('options.backend', `must be 'auto' or one of ${names.join(', ')}`, name)
@@ -23,5 +32,10 @@ export function pickBackend (name: unknown = 'auto'): { name: BackendName, start
     const why = native ? `this host has ${native.backend}` : `the addon did not load: ${loadError?.message}`
     throw systemError('EPROTONOSUPPORT', 'splice', `backend ${name} is not available (${why})`)
   }
-  return { name: native.backend, start: kernelMover(native) }
+  const binding = native
+  return {
+    name: binding.backend,
+    start: kernelMover(binding),
+    check: (source, drain) => binding.check(fdOf(source), fdOf(drain))
+  }
 }

@@ -20,13 +20,13 @@ export function parseOptions<O extends Options> (args: string[], options: O): Re
   }
 }
 
-/** A byte count such as 1048576, 64K, 512M or 1G (powers of 1024). */
-export function parseSize (name: string, text: string): number {
+/** A byte count such as 1048576, 64K, 512M or 1G (powers of 1024), at least `min`. */
+export function parseSize (name: string, text: string, min = 1): number {
   const match = /^(\d+)([KMG]?)i?B?$/i.exec(text)
   if (!match) fail(`${name}: not a size: ${text}`)
   const scale = { '': 1, K: 1 << 10, M: 1 << 20, G: 1 << 30 }[match[2].toUpperCase() as '' | 'K' | 'M' | 'G']
   const size = Number(match[1]) * scale
-  if (!Number.isSafeInteger(size) || size < 1) fail(`${name} must be at least 1 byte, not ${text}`)
+  if (!Number.isSafeInteger(size) || size < min) fail(`${name} must be at least ${min} byte${min === 1 ? '' : 's'}, not ${text}`)
   return size
 }
 

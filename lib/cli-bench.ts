@@ -48,7 +48,7 @@ export async function main (args: string[]): Promise<number> {
     json: { type: 'boolean', default: false },
     svg: { type: 'string' }
   })
-  const after = values['splice-after'] === '0' ? 0 : parseSize('--splice-after', values['splice-after'])
+  const after = parseSize('--splice-after', values['splice-after'], 0)
   const known = cases(after)
   const chosen = values.backends?.split(',') ?? known
   for (const c of chosen) if (!known.includes(c)) fail(`--backends: ${c} is not one of ${known.join(', ')}`)

@@ -88,7 +88,7 @@ export async function main (args: string[]): Promise<number> {
   const options: SpliceOptions = {
     max: values.max === undefined ? undefined : parseSize('--max', values.max),
     idle: values.idle === undefined ? undefined : parseWhole('--idle', values.idle),
-    spliceAfter: values['splice-after'] === undefined ? undefined : parseSize('--splice-after', values['splice-after']),
+    spliceAfter: values['splice-after'] === undefined ? undefined : parseSize('--splice-after', values['splice-after'], 0),
     backend
   }
   const target = hostPort(to.host, to.port)

@@ -26,18 +26,28 @@ export function kernelMover (native: NativeBinding): StartMover {
     }
     const prefix = takeBuffered(source, head)
     let stopped: { reason: Reason, error?: Error } | undefined
-    let running = false
+    // Until Node's bytes are out the kernel has not started: a stop ends the
+    // splice there and then, and so does a drain that has not taken them
+    // within `idle` ms. They stay queued on the drain, counted.
+    let flushing = true
+    const flushIdle = idle > 0 ? setTimeout(() => mover.stop(Reason.Idle), idle).unref() : undefined
     let ended = false
 
     function nativeEnd (bytes: number, reason: Reason, error: Error | undefined, residual: Buffer | undefined) {
-      let delivered = prefix.length + bytes
-      if (residual && !drain.destroyed) {
-        drain.write(residual)
-        delivered += residual.length
+      try {
+        let delivered = prefix.length + bytes
+        if (residual && !drain.destroyed) {
+          drain.write(residual)
+          delivered += residual.length
+        }
+        // An end we asked for is reported with the reason we were given.
+        if (stopped && (reason === Reason.Unsplice || reason === Reason.Close)) ({ reason, error } = stopped)
+        finish({ bytes: delivered, reason, error })
+      } catch (err) {
+        // From an 'end' listener: thrown back into the addon, Node would
+        // drop it with a warning. Make it an uncaught exception instead.
+        process.nextTick(() => { throw err })
       }
-      // An end we asked for is reported with the reason we were given.
-      if (stopped && (reason === Reason.Unsplice || reason === Reason.Close)) ({ reason, error } = stopped)
-      finish({ bytes: delivered, reason, error })
     }
 
     // The addon knows two ways to be stopped: after the bytes in flight
@@ -52,9 +62,15 @@ export function kernelMover (native: NativeBinding): StartMover {
       onEnd(end)
     }
 
+    function flushed () {
+      flushing = false
+      clearTimeout(flushIdle)
+    }
+
     writeFlushed(drain, prefix).then(error => {
-      running = true
-      if (error && !stopped) stopped = { reason: Reason.Error, error }
+      if (!flushing) return
+      flushed()
+      if (error) stopped = { reason: Reason.Error, error }
       if (!handle) return finish({ bytes: prefix.length, reason: stopped?.reason ?? Reason.Max, error: stopped?.error })
       if (stopped) stopNative(handle, stopped.reason)
       else native.run(handle)
@@ -66,7 +82,14 @@ export function kernelMover (native: NativeBinding): StartMover {
         // A close or an error overrides an unsplice still under way.
         if (ended || (stopped && (stopped.reason !== Reason.Unsplice || reason === Reason.Unsplice))) return
         stopped = { reason, error }
-        if (running && handle) stopNative(handle, reason)
+        if (!flushing) {
+          if (handle) stopNative(handle, reason)
+          return
+        }
+        flushed()
+        // The kernel never ran: its end comes at once, with no bytes.
+        if (handle) native.stop(handle, Reason.Close)
+        else finish({ bytes: prefix.length, reason, error })
       },
       ref (on) {
         if (handle && !ended) native.ref(handle, on)

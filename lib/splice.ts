@@ -73,8 +73,8 @@ export class Splice extends EventEmitter {
     if (typeof end !== 'boolean') throw invalidArgType('options.end', 'of type boolean', end)
     const backend = pickBackend(options.backend)
     const spliceAfter = checkCount('spliceAfter', options.spliceAfter)
-    const start = spliceAfter > 0 && backend.name !== 'userspace'
-      ? stagedMover(userspaceMover, backend.start, spliceAfter)
+    const start = spliceAfter > 0 && backend.check
+      ? stagedMover(userspaceMover, backend.start, spliceAfter, backend.check)
       : backend.start
     if (sources.has(source)) throw systemError('EBUSY', 'splice', 'the source is already spliced')
     if (drains.has(drain)) throw systemError('EBUSY', 'splice', 'the drain is already spliced to')
@@ -163,8 +163,9 @@ export class Splice extends EventEmitter {
     const result: SpliceResult = { bytes, reason: reasonNames[reason] }
     if (error) result.error = error
     this.#result = result
-    this.emit('end', result)
+    // done settles even if an 'end' listener throws.
     this.#resolve(result)
+    this.emit('end', result)
   }
 }
 

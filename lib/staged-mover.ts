@@ -1,3 +1,4 @@
+import type net from 'node:net'
 import type { Mover, StartMover } from './mover.js'
 import { Reason } from './native.js'
 
@@ -5,12 +6,15 @@ import { Reason } from './native.js'
  * Moves the first `after` bytes with `first`, then hands the sockets to
  * `then` for the rest. A kernel splice costs a hand-over to a worker thread
  * and back, which a short connection does not earn back: copying its few
- * bytes in JavaScript is cheaper, and a connection that ends within `after`
- * bytes never reaches the kernel. `first` ends with reason Max at `after`,
- * leaving any bytes past it in the source for `then` to deliver first.
+ * bytes in JavaScript is cheaper, and a connection that ends in fewer than
+ * `after` bytes never reaches the kernel. `first` ends with reason Max at
+ * `after`, leaving any bytes past it in the source for `then` to deliver
+ * first. `check` throws at once what `then` would refuse later.
  */
-export function stagedMover (first: StartMover, then: StartMover, after: number): StartMover {
+export function stagedMover (first: StartMover, then: StartMover, after: number,
+  check: (source: net.Socket, drain: net.Socket) => void): StartMover {
   return (source, drain, max, idle, onEnd) => {
+    check(source, drain)
     const firstMax = max > 0 ? Math.min(max, after) : after
     let earlier = 0
     let refed = true

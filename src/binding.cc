@@ -56,9 +56,10 @@ void DeliverEnd(Napi::Env env, Napi::Function on_end, Delivery* delivery) {
   Result* r = &d->result;
   d->handle->live = false;
   if (env == nullptr) return;  // the environment is shutting down
-  // No C++ exception may leave this callback (nothing above it catches):
-  // one from JavaScript goes back to Node as uncaught, and one because
-  // JavaScript can no longer run (the environment is exiting) is dropped.
+  // No C++ exception may leave this callback (nothing above it catches).
+  // lib/ turns its own exceptions into uncaught ones before they get here;
+  // what remains is JavaScript that can no longer run (the environment is
+  // exiting), and that is left pending for Node to drop.
   try {
     Napi::Value error = env.Undefined();
     if (r->reason == kError)
@@ -120,6 +121,16 @@ Napi::Value StartSplice(const Napi::CallbackInfo& info) {
       env, new HandleRef(handle), [](Napi::Env, HandleRef* h) { delete h; });
 }
 
+// check(sourceFd, drainFd): throws what start() would, starts nothing.
+Napi::Value CheckSplice(const Napi::CallbackInfo& info) {
+  int source = static_cast<int>(NonNegative(info[0], "source fd"));
+  int drain = static_cast<int>(NonNegative(info[1], "drain fd"));
+  SysError err;
+  if (!Check(source, drain, &err))
+    throw ErrnoError(info.Env(), err.error, err.syscall);
+  return info.Env().Undefined();
+}
+
 Napi::Value RunSplice(const Napi::CallbackInfo& info) {
   HandleRef& h = Unwrap(info);
   if (h->live) Run(h->splice);
@@ -170,6 +181,7 @@ Napi::Value EngineStats(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new Addon());
   exports.Set("backend", Napi::String::New(env, BackendName()));
+  exports.Set("check", Napi::Function::New(env, CheckSplice));
   exports.Set("start", Napi::Function::New(env, StartSplice));
   exports.Set("run", Napi::Function::New(env, RunSplice));
   exports.Set("stop", Napi::Function::New(env, StopSplice));

@@ -501,6 +501,25 @@ bool CheckSocket(int fd, SocketId* id, int* type, int* protocol,
   return true;
 }
 
+bool CheckPair(int source, int drain, SocketId* source_id, SocketId* drain_id,
+               SysError* err) {
+  int source_type, drain_type, source_proto, drain_proto;
+  if (!CheckSocket(source, source_id, &source_type, &source_proto, err) ||
+      !CheckSocket(drain, drain_id, &drain_type, &drain_proto, err))
+    return false;
+  if (*source_id == *drain_id) {
+    *err = {EINVAL, "splice"};
+    return false;
+  }
+  // splice(2) reads only from stream sockets; both ends speak the same one.
+  if (source_type != SOCK_STREAM || drain_type != SOCK_STREAM ||
+      source_proto != drain_proto) {
+    *err = {EPROTONOSUPPORT, "splice"};
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 std::unique_ptr<Engine, void (*)(Engine*)> CreateEngine() {
@@ -509,24 +528,16 @@ std::unique_ptr<Engine, void (*)(Engine*)> CreateEngine() {
 
 const char* BackendName() { return "pipe"; }
 
+bool Check(int source, int drain, SysError* err) {
+  SocketId source_id, drain_id;
+  return CheckPair(source, drain, &source_id, &drain_id, err);
+}
+
 std::shared_ptr<Splice> Start(Engine& engine, int source, int drain,
                               const Options& options, EndCallback on_end,
                               SysError* err) {
   SocketId source_id, drain_id;
-  int source_type, drain_type, source_proto, drain_proto;
-  if (!CheckSocket(source, &source_id, &source_type, &source_proto, err) ||
-      !CheckSocket(drain, &drain_id, &drain_type, &drain_proto, err))
-    return nullptr;
-  if (source_id == drain_id) {
-    *err = {EINVAL, "splice"};
-    return nullptr;
-  }
-  // splice(2) reads only from stream sockets; both ends speak the same one.
-  if (source_type != SOCK_STREAM || drain_type != SOCK_STREAM ||
-      source_proto != drain_proto) {
-    *err = {EPROTONOSUPPORT, "splice"};
-    return nullptr;
-  }
+  if (!CheckPair(source, drain, &source_id, &drain_id, err)) return nullptr;
   if (!engine.Claim(source_id, drain_id)) {
     *err = {EBUSY, "splice"};
     return nullptr;

@@ -329,6 +329,38 @@ eachBackend('hostile peers', backend => {
       await nothingLeft()
     })
 
+    for (const spliceAfter of [0, 1000]) {
+      it(`with writes still queued on the drain in Node (spliceAfter ${spliceAfter}), idle and unsplice() still end it`, async function () {
+        for (const ending of ['idle', 'unsplice'] as const) {
+          const r = await rigged()
+          r.receiver.pause()
+          // Fill every buffer on the way, then queue 1 MiB more in Node.
+          const next = stream(`queued-${ending}`)
+          let queued = 0
+          while (r.drain.writableLength < MiB) {
+            const chunk = next(64 * KiB)
+            r.drain.write(chunk)
+            queued += chunk.length
+            await sleep(1)
+          }
+          const sp = splice(r.source, r.drain, { backend, spliceAfter, idle: ending === 'idle' ? 300 : 0 })
+          r.sender.write(next(5000))
+          if (ending === 'unsplice') {
+            await sleep(100)
+            sp.unsplice()
+          }
+          const result = await within(sp.done, 5000, `${ending} did not end a splice whose drain holds queued writes`)
+          assert.equal(result.reason, ending)
+          // The drain's peer, reading again, gets the queued bytes, then exactly the splice's.
+          const atReceiver = readExactly(r.receiver, queued + result.bytes)
+          r.receiver.resume()
+          assert.deepEqual(digest(await atReceiver), digest(stream(`queued-${ending}`)(queued + result.bytes)))
+          r.destroy()
+        }
+        await nothingLeft()
+      })
+    }
+
     it('with no idle the splice stays, the process does not spin, and unsplice() takes it back', async function () {
       this.timeout(120000)
       const r = await rigged()

@@ -1,4 +1,9 @@
 import assert from 'node:assert/strict'
+import { once } from 'node:events'
+import fs from 'node:fs'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
 import { splice } from '../lib/index.js'
 import { native } from '../lib/native.js'
 import { digest, eachBackend, eventually, readExactly, receive, rig, send, sleep, stream } from './helpers.js'
@@ -67,6 +72,25 @@ eachBackend('spliceAfter', backend => {
       assert.deepEqual(await readExactly(receiver, size), data)
       stopped.unsplice()
       assert.deepEqual(await stopped.done, { bytes: size, reason: 'unsplice' }, `${size} bytes`)
+      destroy()
+    }
+  })
+
+  it('throws at once what the kernel stage would refuse (kernel backends only)', async function () {
+    if (backend === 'userspace') this.skip()
+    const { source, destroy } = await rig()
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sosplice-'))
+    const server = net.createServer().listen(path.join(dir, 'sock'))
+    await once(server, 'listening')
+    const local = net.connect(path.join(dir, 'sock'))
+    await once(local, 'connect')
+    try {
+      // A TCP source into a Unix-domain drain: the kernel stage cannot splice them.
+      assert.throws(() => splice(source, local, { backend, spliceAfter: 1024 }), { code: 'EPROTONOSUPPORT' })
+    } finally {
+      local.destroy()
+      server.close()
+      fs.rmSync(dir, { recursive: true })
       destroy()
     }
   })
