@@ -2,13 +2,13 @@ import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import net from 'node:net'
 import { splice } from '../lib/index.js'
-import { assertNoLeaks, eachBackend, eventually, openFds, receive, send } from './helpers.js'
+import { assertNoLeaks, eachBackend, eventually, receive, send, steadyFds } from './helpers.js'
 
 const COUNT = 500
 
 eachBackend('500 concurrent splices', backend => {
   it('all complete with exact bytes, then no descriptor, pipe or splice is left', async () => {
-    const before = openFds()
+    const before = await steadyFds(backend)
     const sink = net.createServer()
     const front = net.createServer()
     sink.listen(0, '127.0.0.1')
