@@ -13,7 +13,7 @@ interface StreamHandle {
 }
 
 interface Internals {
-  _handle: StreamHandle | null
+  _handle: (StreamHandle & { constructor: { name: string } }) | null
   _read (size: number): void
 }
 
@@ -26,6 +26,11 @@ export function fdOf (socket: net.Socket): number {
   const fd = internals(socket)._handle?.fd
   if (typeof fd !== 'number' || fd < 0) throw systemError('EBADF', 'splice', 'the socket has no file descriptor')
   return fd
+}
+
+/** What carries the socket in Node: 'TCP', or 'Pipe' for a Unix socket. */
+export function handleKind (socket: net.Socket): string | undefined {
+  return internals(socket)._handle?.constructor.name
 }
 
 export interface Hold {

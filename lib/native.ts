@@ -13,8 +13,6 @@ export type NativeEnd = (bytes: number, reason: Reason, error: Error | undefined
 
 export interface NativeBinding {
   readonly backend: 'pipe' | 'so_splice'
-  /** Throws what start() would for these sockets; starts nothing. */
-  check (sourceFd: number, drainFd: number): void
   start (sourceFd: number, drainFd: number, max: number, idle: number,
     returnResidual: boolean, onEnd: NativeEnd): NativeHandle
   run (handle: NativeHandle): void

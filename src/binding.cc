@@ -121,16 +121,6 @@ Napi::Value StartSplice(const Napi::CallbackInfo& info) {
       env, new HandleRef(handle), [](Napi::Env, HandleRef* h) { delete h; });
 }
 
-// check(sourceFd, drainFd): throws what start() would, starts nothing.
-Napi::Value CheckSplice(const Napi::CallbackInfo& info) {
-  int source = static_cast<int>(NonNegative(info[0], "source fd"));
-  int drain = static_cast<int>(NonNegative(info[1], "drain fd"));
-  SysError err;
-  if (!Check(source, drain, &err))
-    throw ErrnoError(info.Env(), err.error, err.syscall);
-  return info.Env().Undefined();
-}
-
 Napi::Value RunSplice(const Napi::CallbackInfo& info) {
   HandleRef& h = Unwrap(info);
   if (h->live) Run(h->splice);
@@ -181,7 +171,6 @@ Napi::Value EngineStats(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new Addon());
   exports.Set("backend", Napi::String::New(env, BackendName()));
-  exports.Set("check", Napi::Function::New(env, CheckSplice));
   exports.Set("start", Napi::Function::New(env, StartSplice));
   exports.Set("run", Napi::Function::New(env, RunSplice));
   exports.Set("stop", Napi::Function::New(env, StopSplice));

@@ -64,8 +64,6 @@ const char* BackendName();
 std::shared_ptr<Splice> Start(Engine& engine, int source, int drain,
                               const Options& options, EndCallback on_end,
                               SysError* err);
-// The checks Start makes of the two sockets, without starting anything.
-bool Check(int source, int drain, SysError* err);
 void Run(const std::shared_ptr<Splice>& splice);
 // Asks the splice to end with kUnsplice (after what is in flight has reached
 // the drain, or with it as residual) or kClose (at once); a no-op once it

@@ -252,26 +252,20 @@ std::unique_ptr<Engine, void (*)(Engine*)> CreateEngine() {
 
 const char* BackendName() { return "so_splice"; }
 
-// The kernel checks the rest when the splice is set.
-bool Check(int source, int drain, SysError* err) {
+std::shared_ptr<Splice> Start(Engine& engine, int source, int drain,
+                              const Options& options, EndCallback on_end,
+                              SysError* err) {
   for (int fd : {source, drain}) {
     struct stat st;
     if (fstat(fd, &st) < 0) {
       *err = {errno, "fstat"};
-      return false;
+      return nullptr;
     }
     if (!S_ISSOCK(st.st_mode)) {
       *err = {ENOTSOCK, "setsockopt"};
-      return false;
+      return nullptr;
     }
   }
-  return true;
-}
-
-std::shared_ptr<Splice> Start(Engine& engine, int source, int drain,
-                              const Options& options, EndCallback on_end,
-                              SysError* err) {
-  if (!Check(source, drain, err)) return nullptr;
   auto s = std::make_shared<Splice>();
   if (!DupBoth(source, drain, &s->source, &s->drain, err)) return nullptr;
   s->options = options;

@@ -528,11 +528,6 @@ std::unique_ptr<Engine, void (*)(Engine*)> CreateEngine() {
 
 const char* BackendName() { return "pipe"; }
 
-bool Check(int source, int drain, SysError* err) {
-  SocketId source_id, drain_id;
-  return CheckPair(source, drain, &source_id, &drain_id, err);
-}
-
 std::shared_ptr<Splice> Start(Engine& engine, int source, int drain,
                               const Options& options, EndCallback on_end,
                               SysError* err) {
