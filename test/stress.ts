@@ -120,7 +120,7 @@ async function main () {
         : roll < 85 ? 'never reads' : roll < 90 ? 'byte at a time' : roll < 92 ? 'big' : 'tiny'
       count(totals.connections, kind)
       pending[kind] = (pending[kind] ?? 0) + 1
-      const size = kind === 'big' ? 16 << 20 : kind === 'tiny' ? 1 + random(16) : kind === 'byte at a time' ? 200 : 1 + random(1 << 20)
+      const size = kind === 'big' || kind === 'never reads' ? 16 << 20 : kind === 'tiny' ? 1 + random(16) : kind === 'byte at a time' ? 200 : 1 + random(1 << 20)
       const data = stream(`stress-${id}`)(size)
       const back = await exchange(port, data, {
         slow: kind === 'byte at a time',
