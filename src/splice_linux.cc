@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -39,6 +40,7 @@ struct Pipe {
 
 }  // namespace
 
+class Engine;
 class Worker;
 
 class Splice {
@@ -77,7 +79,7 @@ struct Command {
 
 class Worker {
  public:
-  Worker();
+  explicit Worker(Engine& engine);
   ~Worker();
   void Post(Command command);
 
@@ -98,6 +100,7 @@ class Worker {
   int IdleTimeout();
   void CheckIdle();
 
+  Engine& engine_;
   int epoll_ = -1;
   int wake_ = -1;
   std::mutex mutex_;
@@ -123,7 +126,7 @@ class Engine {
     if (workers_.empty()) {
       unsigned n = std::max(1u, std::thread::hardware_concurrency());
       for (unsigned i = 0; i < n; i++)
-        workers_.push_back(std::make_unique<Worker>());
+        workers_.push_back(std::make_unique<Worker>(*this));
     }
     Worker* best = workers_[0].get();
     for (auto& w : workers_)
@@ -144,6 +147,22 @@ class Engine {
     std::lock_guard<std::mutex> lock(mutex_);
     sources_.erase(source);
     drains_.erase(drain);
+    for (const SocketId& id : {source, drain})
+      if (!sources_.count(id) && !drains_.count(id)) reset_.erase(id);
+  }
+
+  // A socket has one pending error, and the first call to meet it takes it:
+  // when a splice writing into a reset socket takes the ECONNRESET, the
+  // splice reading from it would see a plain EOF. The writer records the
+  // reset here for the reader.
+  void MarkReset(const SocketId& id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (sources_.count(id)) reset_.insert(id);
+  }
+
+  bool WasReset(const SocketId& id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return reset_.count(id) > 0;
   }
 
   Stats GetStats() {
@@ -164,9 +183,10 @@ class Engine {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::map<SocketId, int> sources_;
   std::map<SocketId, int> drains_;
+  std::set<SocketId> reset_;
 };
 
-Worker::Worker() {
+Worker::Worker(Engine& engine) : engine_(engine) {
   epoll_ = epoll_create1(EPOLL_CLOEXEC);
   if (epoll_ < 0) Fatal("sosplice: epoll_create1");
   wake_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -314,7 +334,9 @@ void Worker::Pump(Splice& s) {
         return;  // EPOLLOUT will call us back
       }
       // A socket never accepts 0 bytes of a non-empty pipe; treat it as gone.
-      return Finish(s, kError, n < 0 ? errno : EPIPE, "splice", true);
+      int error = n < 0 ? errno : EPIPE;
+      if (error == ECONNRESET) engine_.MarkReset(s.drain_id);
+      return Finish(s, kError, error, "splice", true);
     }
     if (s.stopping != 0) return Finish(s, s.stopping, 0, "", false);
     if (s.options.max > 0 && s.pulled >= s.options.max)
@@ -332,7 +354,11 @@ void Worker::Pump(Splice& s) {
       s.last_move = now_;
       continue;
     }
-    if (n == 0) return Finish(s, kEof, 0, "", false);
+    if (n == 0) {
+      if (engine_.WasReset(s.source_id))
+        return Finish(s, kError, ECONNRESET, "splice", false);
+      return Finish(s, kEof, 0, "", false);
+    }
     if (errno == EINTR) continue;
     if (errno == EAGAIN) {
       ReleasePipe(s);  // idle splices hold no pipe
