@@ -14,15 +14,30 @@ struct Addon {
   std::unique_ptr<Engine, void (*)(Engine*)> engine = CreateEngine();
 };
 
+struct Handle;
+using HandleRef = std::shared_ptr<Handle>;
+
+// An ended splice on its way from an engine thread to the main thread.
+struct Delivery {
+  HandleRef handle;
+  Result result;
+};
+
+void DeliverEnd(Napi::Env env, Napi::Function on_end, std::nullptr_t*,
+                Delivery* delivery);
+
+// Typed, so that DeliverEnd is also called for the deliveries still queued
+// when the environment is torn down (with no env), and can free them.
+using EndFunction =
+    Napi::TypedThreadSafeFunction<std::nullptr_t, Delivery, DeliverEnd>;
+
 // What a JavaScript handle refers to. Shared with the end callback, which
 // may run after the handle has been collected.
 struct Handle {
   std::shared_ptr<Splice> splice;
-  Napi::ThreadSafeFunction tsfn;
+  EndFunction tsfn;
   bool live = true;  // main thread only: false once the end was delivered
 };
-
-using HandleRef = std::shared_ptr<Handle>;
 
 HandleRef& Unwrap(const Napi::CallbackInfo& info) {
   if (!info[0].IsExternal())
@@ -45,13 +60,8 @@ struct Gate {
   bool open = true;
 };
 
-// An ended splice on its way from an engine thread to the main thread.
-struct Delivery {
-  HandleRef handle;
-  Result result;
-};
-
-void DeliverEnd(Napi::Env env, Napi::Function on_end, Delivery* delivery) {
+void DeliverEnd(Napi::Env env, Napi::Function on_end, std::nullptr_t*,
+                Delivery* delivery) {
   std::unique_ptr<Delivery> d(delivery);
   Result* r = &d->result;
   d->handle->live = false;
@@ -94,17 +104,18 @@ Napi::Value StartSplice(const Napi::CallbackInfo& info) {
   // When the environment is torn down Node frees the thread-safe function
   // even while a worker still holds it; its finalizer shuts the gate first.
   auto gate = std::make_shared<Gate>();
-  handle->tsfn = Napi::ThreadSafeFunction::New(
-      env, info[5].As<Napi::Function>(), "sosplice", 0, 1, [gate](Napi::Env) {
+  handle->tsfn = EndFunction::New(
+      env, info[5].As<Napi::Function>(), "sosplice", 0, 1, nullptr,
+      [gate](Napi::Env, void*, std::nullptr_t*) {
         std::lock_guard<std::mutex> lock(gate->mutex);
         gate->open = false;
       });
-  Napi::ThreadSafeFunction tsfn = handle->tsfn;
+  EndFunction tsfn = handle->tsfn;
   EndCallback on_end = [tsfn, handle, gate](Result&& result) mutable {
     std::lock_guard<std::mutex> lock(gate->mutex);
     if (!gate->open) return;
     auto* d = new Delivery{handle, std::move(result)};
-    if (tsfn.NonBlockingCall(d, DeliverEnd) != napi_ok) delete d;
+    if (tsfn.NonBlockingCall(d) != napi_ok) delete d;
     tsfn.Release();
   };
 
