@@ -9,7 +9,8 @@ import { Reason } from './native.js'
  * bytes in JavaScript is cheaper, and a connection that ends in fewer than
  * `after` bytes never reaches the kernel. `first` ends with reason Max at
  * `after`, leaving any bytes past it in the source for `then` to deliver
- * first. `check` throws at once what `then` would refuse later.
+ * first. `check` throws at once for sockets `then` could never take; what
+ * else `then` refuses ends the splice with an error at the hand-over.
  */
 export function stagedMover (first: StartMover, then: StartMover, after: number,
   check: (source: net.Socket, drain: net.Socket) => void): StartMover {
