@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict'
-import { execFile, execFileSync } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { once } from 'node:events'
 import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { backends, splice } from '../lib/index.js'
-import { eachBackend, rig } from './helpers.js'
+import { eachBackend, rig, runScript } from './helpers.js'
 
 function throwsCode (fn: () => unknown, code: string) {
   assert.throws(fn, (err: NodeJS.ErrnoException) => {
@@ -105,20 +105,12 @@ describe('bad input [pipe]: a Node socket over a descriptor that is not a socket
 
 eachBackend('an exception in an end listener', backend => {
   it('is an uncaught exception, not swallowed', async () => {
-    const lib = path.join(__dirname, '..', 'lib', 'index.js')
-    const helpers = path.join(__dirname, 'helpers.js')
-    const script = `
-      const { splice } = require(${JSON.stringify(lib)})
-      const { rig } = require(${JSON.stringify(helpers)})
+    const { code, stderr } = await runScript(`
       rig().then(({ source, drain }) => {
         const sp = splice(source, drain, { backend: ${JSON.stringify(backend)} })
         sp.on('end', () => { throw new Error('thrown by a listener') })
         setTimeout(() => sp.unsplice(), 50)
-      })`
-    const { code, stderr } = await new Promise<{ code: number | null, stderr: string }>(resolve => {
-      execFile(process.execPath, ['-e', script], { timeout: 10000 }, (err, _stdout, stderr) =>
-        resolve({ code: err ? (err as { code?: number }).code ?? null : 0, stderr }))
-    })
+      })`)
     assert.equal(code, 1, `exited with ${code}: ${stderr}`)
     assert.match(stderr, /Error: thrown by a listener/)
   })

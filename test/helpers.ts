@@ -171,11 +171,27 @@ export async function eventually (check: () => boolean, ms = 5000): Promise<bool
 /** The package's command line, as `sosplice` would run it. */
 export const cli = path.join(__dirname, '..', 'lib', 'cli.js')
 
-/** Runs `sosplice ...args` to its end. */
-export function runCli (...args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
+export interface Ran { code: number | null, stdout: string, stderr: string }
+
+/** Runs Node with `args` to its end; `code` is null when a signal killed it. */
+function runNode (args: string[], timeout: number): Promise<Ran> {
   return new Promise(resolve => {
-    execFile(process.execPath, [cli, ...args], { timeout: 60000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr })
+    execFile(process.execPath, args, { timeout }, (err, stdout, stderr) => {
+      resolve({ code: err ? (err as { code?: number | null }).code ?? null : 0, stdout, stderr })
     })
   })
+}
+
+/** Runs `sosplice ...args` to its end. */
+export function runCli (...args: string[]): Promise<Ran> {
+  return runNode([cli, ...args], 60000)
+}
+
+/** Runs `body` in a new Node process where `splice` and `rig` are in scope. */
+export function runScript (body: string): Promise<Ran> {
+  const lib = path.join(__dirname, '..', 'lib', 'index.js')
+  return runNode(['-e', `
+    const { splice } = require(${JSON.stringify(lib)})
+    const { rig } = require(${JSON.stringify(__filename)})
+    ${body}`], 10000)
 }

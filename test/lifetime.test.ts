@@ -1,29 +1,19 @@
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
-import path from 'node:path'
-import { eachBackend } from './helpers.js'
+import { eachBackend, runScript } from './helpers.js'
 
 // Runs a child that splices `count` live connections, then `ending` for
 // each; resolves with its exit code (null: killed by a signal) and how long
 // it took.
-function child (backend: string, ending: string, count = 1): Promise<{ code: number | null, ms: number }> {
-  const lib = path.join(__dirname, '..', 'lib', 'index.js')
-  const helpers = path.join(__dirname, 'helpers.js')
-  const script = `
-    const { splice } = require(${JSON.stringify(lib)})
-    const { rig } = require(${JSON.stringify(helpers)})
+async function child (backend: string, ending: string, count = 1): Promise<{ code: number | null, ms: number }> {
+  const started = Date.now()
+  const { code } = await runScript(`
     Promise.all(Array.from({ length: ${count} }, () => rig())).then(rigs => rigs.map(({ sender, source, drain, receiver }) => {
       for (const s of [sender, source, drain, receiver]) s.unref()
       const sp = splice(source, drain, { backend: ${JSON.stringify(backend)} })
       sender.write(Buffer.alloc(100000))
       ${ending}
-    }))`
-  const started = Date.now()
-  return new Promise(resolve => {
-    execFile(process.execPath, ['-e', script], { timeout: 10000 }, (err) => {
-      resolve({ code: err ? (err as { code?: number }).code ?? null : 0, ms: Date.now() - started })
-    })
-  })
+    }))`)
+  return { code, ms: Date.now() - started }
 }
 
 eachBackend('process lifetime', backend => {
