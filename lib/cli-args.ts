@@ -26,7 +26,8 @@ export function parseSize (name: string, text: string, min = 1): number {
   if (!match) fail(`${name}: not a size: ${text}`)
   const scale = { '': 1, K: 1 << 10, M: 1 << 20, G: 1 << 30 }[match[2].toUpperCase() as '' | 'K' | 'M' | 'G']
   const size = Number(match[1]) * scale
-  if (!Number.isSafeInteger(size) || size < min) fail(`${name} must be at least ${min} byte${min === 1 ? '' : 's'}, not ${text}`)
+  if (!Number.isSafeInteger(size)) fail(`${name} must be at most ${Number.MAX_SAFE_INTEGER} bytes, not ${text}`)
+  if (size < min) fail(`${name} must be at least ${min} byte${min === 1 ? '' : 's'}, not ${text}`)
   return size
 }
 
@@ -38,9 +39,10 @@ export function formatSize (size: number): string {
   return String(size)
 }
 
-export function parseWhole (name: string, text: string, min = 1): number {
+export function parseWhole (name: string, text: string, min = 1, max = Number.MAX_SAFE_INTEGER): number {
   const n = /^\d+$/.test(text) ? Number(text) : NaN
   if (!Number.isSafeInteger(n) || n < min) fail(`${name} must be a whole number >= ${min}, not ${text}`)
+  if (n > max) fail(`${name} must be at most ${max}, not ${text}`)
   return n
 }
 

@@ -3,6 +3,7 @@ import net from 'node:net'
 import { finished } from 'node:stream'
 import { type BackendName, backends } from './backends.js'
 import { fail, parseAddress, parseOptions, parseSize, parseWhole } from './cli-args.js'
+import { maxIdle } from './options.js'
 import { proxy } from './proxy.js'
 import type { SpliceOptions } from './splice.js'
 
@@ -87,7 +88,7 @@ export async function main (args: string[]): Promise<number> {
   const backend = (values.backend === 'auto' ? available[0] : values.backend) as BackendName
   const options: SpliceOptions = {
     max: values.max === undefined ? undefined : parseSize('--max', values.max),
-    idle: values.idle === undefined ? undefined : parseWhole('--idle', values.idle),
+    idle: values.idle === undefined ? undefined : parseWhole('--idle', values.idle, 1, maxIdle),
     spliceAfter: values['splice-after'] === undefined ? undefined : parseSize('--splice-after', values['splice-after'], 0),
     backend
   }

@@ -41,7 +41,7 @@ export interface Hold {
 /** Stops Node reading `socket` until the hold is released. */
 export function holdReading (socket: net.Socket): Hold {
   const s = internals(socket)
-  const wasFlowing = socket.readableFlowing === true
+  const flowing = socket.readableFlowing
   socket.pause()
   // pause() alone leaves libuv reading until Node's buffer is full.
   const handle = s._handle
@@ -60,9 +60,21 @@ export function holdReading (socket: net.Socket): Hold {
       // asked for during it: restart reading, as Node does for a new socket.
       // Node then finds an EOF the kernel saw and emits 'end'.
       s._read(socket.readableHighWaterMark)
-      if (wasFlowing) socket.resume()
+      restoreFlowing(socket, flowing)
     }
   }
+}
+
+/**
+ * Gives `socket` back in the flowing state it had before a splice paused
+ * it: flowing again, still paused, or (null) neither, so that a 'data'
+ * listener added later starts the flow as on any new socket. One added
+ * while the splice ran starts it now.
+ */
+export function restoreFlowing (socket: net.Socket, flowing: boolean | null): void {
+  if (flowing === false) return
+  if (flowing === true || socket.listenerCount('data') > 0) socket.resume()
+  else (socket as { readableFlowing: boolean | null }).readableFlowing = null
 }
 
 /** Takes up to `limit` bytes (all when 0) that Node has already read. */
@@ -76,4 +88,22 @@ export function takeBuffered (socket: net.Socket, limit: number): Buffer {
 export function writeFlushed (socket: net.Socket, chunk: Buffer): Promise<Error | undefined> {
   if (chunk.length === 0 && socket.writableLength === 0) return Promise.resolve(undefined)
   return new Promise(resolve => socket.write(chunk, err => resolve(err ?? undefined)))
+}
+
+/**
+ * Node never sees the bytes a kernel splice moves, so a socket's inactivity
+ * timer (`socket.setTimeout`) would fire during a busy transfer. While one
+ * of `sockets` has a timeout, restart their timers whenever `count` has
+ * grown, looking at half the shortest timeout. Returns the stop function.
+ */
+export function keepTimeoutsAlive (sockets: net.Socket[], count: () => number): () => void {
+  const shortest = Math.min(...sockets.map(s => s.timeout || Infinity))
+  if (shortest === Infinity) return () => {}
+  let last = count()
+  const timer = setInterval(() => {
+    if (count() === last) return
+    last = count()
+    for (const s of sockets) if (s.timeout) s.setTimeout(s.timeout)
+  }, Math.ceil(shortest / 2)).unref()
+  return () => clearInterval(timer)
 }

@@ -1,4 +1,4 @@
-import { fdOf, holdReading, takeBuffered, writeFlushed } from './handover.js'
+import { fdOf, holdReading, keepTimeoutsAlive, takeBuffered, writeFlushed } from './handover.js'
 import type { Mover, MoverEnd, StartMover } from './mover.js'
 import { type NativeBinding, type NativeHandle, Reason } from './native.js'
 
@@ -58,6 +58,7 @@ export function kernelMover (native: NativeBinding): StartMover {
 
     function finish (end: MoverEnd) {
       ended = true
+      stopTimeouts()
       hold.release()
       onEnd(end)
     }
@@ -95,6 +96,7 @@ export function kernelMover (native: NativeBinding): StartMover {
         if (handle && !ended) native.ref(handle, on)
       }
     }
+    const stopTimeouts = keepTimeoutsAlive([source, drain], () => mover.bytes)
     return mover
   }
 }

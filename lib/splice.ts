@@ -68,6 +68,7 @@ export class Splice extends EventEmitter {
     checkSocket('source', source)
     checkSocket('drain', drain)
     if (source === drain) throw systemError('EINVAL', 'splice', 'source and drain are the same socket')
+    if (drain.writableEnded) throw systemError('EPIPE', 'splice', 'the drain has been ended: nothing more can be written to it')
     const { max, idle } = checkLimits(options)
     const { end = true } = options
     if (typeof end !== 'boolean') throw invalidArgType('options.end', 'of type boolean', end)
@@ -84,6 +85,8 @@ export class Splice extends EventEmitter {
     this.#drain = drain
     this.#end = end
     this.done = new Promise(resolve => { this.#resolve = resolve })
+    // The kernel cannot honour a cork, so no backend does: bytes go out as they come.
+    while (drain.writableCorked > 0) drain.uncork()
     const begin = () => this.#begin(start, max, idle)
     if (source.connecting || drain.connecting) {
       this.#claim()

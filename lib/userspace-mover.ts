@@ -1,3 +1,5 @@
+import { systemError } from './errors.js'
+import { restoreFlowing } from './handover.js'
 import type { Mover, StartMover } from './mover.js'
 import { Reason } from './native.js'
 
@@ -10,6 +12,7 @@ import { Reason } from './native.js'
 export const userspaceMover: StartMover = (source, drain, max, idle, onEnd) => {
   let bytes = 0
   let ended = false
+  const flowing = source.readableFlowing
   // Keeps the process alive while active, whatever the sockets' own refs,
   // as the kernel backends' splices do.
   const alive = setInterval(() => {}, 1 << 30)
@@ -25,6 +28,12 @@ export const userspaceMover: StartMover = (source, drain, max, idle, onEnd) => {
   }
 
   function onData (chunk: Buffer) {
+    if (drain.writableEnded) {
+      // Ended from outside: the chunk goes back to the source, uncounted.
+      source.pause()
+      source.unshift(chunk)
+      return finish(Reason.Error, systemError('EPIPE', 'write', 'the drain has been ended'))
+    }
     const room = max - bytes
     if (max > 0 && chunk.length >= room) {
       // The bytes past max go back to the source for JavaScript to read.
@@ -52,6 +61,7 @@ export const userspaceMover: StartMover = (source, drain, max, idle, onEnd) => {
     source.off('end', onEof)
     drain.off('drain', onDrain)
     source.pause()
+    restoreFlowing(source, flowing)
     onEnd({ bytes, reason, error })
   }
 

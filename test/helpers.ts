@@ -4,6 +4,7 @@ import { execFile } from 'node:child_process'
 import { once } from 'node:events'
 import fs from 'node:fs'
 import net from 'node:net'
+import os from 'node:os'
 import path from 'node:path'
 import { type BackendName, backends, splice } from '../lib/index.js'
 import { loadError, native } from '../lib/native.js'
@@ -36,6 +37,22 @@ export async function socketPair (host = '127.0.0.1', connectHost = host,
   return [client, peer]
 }
 
+let unixPairs = 0
+
+/** A connected pair over a Unix-domain stream socket: [the connecting end, the accepted end]. */
+export async function unixSocketPair (options: net.SocketConstructorOpts = {}): Promise<[net.Socket, net.Socket]> {
+  const file = path.join(os.tmpdir(), `sosplice-${process.pid}-${unixPairs++}.sock`)
+  const server = net.createServer({ allowHalfOpen: options.allowHalfOpen ?? false })
+  server.listen(file)
+  await once(server, 'listening')
+  const accepted = once(server, 'connection')
+  const client = net.connect({ path: file, allowHalfOpen: options.allowHalfOpen ?? false })
+  const [peer] = await accepted as [net.Socket]
+  await onceConnected(client)
+  server.close() // and the file with it
+  return [client, peer]
+}
+
 async function onceConnected (socket: net.Socket) {
   if (socket.connecting) await once(socket, 'connect')
 }
@@ -44,11 +61,10 @@ async function onceConnected (socket: net.Socket) {
  * The proxy's view: `sender` writes into `source` (the proxy's accepted end),
  * `drain` is the proxy's connection whose peer `receiver` reads.
  */
-export async function rig (opts: { sourceHost?: string, drainHost?: string, allowHalfOpen?: boolean } = {}) {
-  const sourceHost = opts.sourceHost ?? '127.0.0.1'
-  const [sender, source] = await socketPair(sourceHost, sourceHost, opts)
-  const drainHost = opts.drainHost ?? '127.0.0.1'
-  const [drain, receiver] = await socketPair(drainHost, drainHost, opts)
+export async function rig (opts: { sourceHost?: string, drainHost?: string, allowHalfOpen?: boolean, unix?: boolean } = {}) {
+  const pair = (host: string) => opts.unix ? unixSocketPair(opts) : socketPair(host, host, opts)
+  const [sender, source] = await pair(opts.sourceHost ?? '127.0.0.1')
+  const [drain, receiver] = await pair(opts.drainHost ?? '127.0.0.1')
   const all = [sender, source, drain, receiver]
   for (const s of all) s.on('error', () => {})
   return { sender, source, drain, receiver, destroy: () => all.forEach(s => s.destroy()) }
@@ -187,10 +203,10 @@ export function runCli (...args: string[]): Promise<Ran> {
   return runNode([cli, ...args], 60000)
 }
 
-/** Runs `body` in a new Node process where `splice` and `rig` are in scope. */
-export function runScript (body: string): Promise<Ran> {
+/** Runs `body` in a new Node process (with `flags`) where `splice` and `rig` are in scope. */
+export function runScript (body: string, flags: string[] = []): Promise<Ran> {
   const lib = path.join(__dirname, '..', 'lib', 'index.js')
-  return runNode(['-e', `
+  return runNode([...flags, '-e', `
     const { splice } = require(${JSON.stringify(lib)})
     const { rig } = require(${JSON.stringify(__filename)})
     ${body}`], 10000)

@@ -108,6 +108,8 @@ describe('sosplice proxy (command line)', () => {
     [['--listen', '0', '--to', '127.0.0.1:8080', '--backend', 'warp'], /--backend: warp is not one of auto, /],
     [['--listen', '0', '--to', '127.0.0.1:8080', '--splice-after', 'some'], /--splice-after: not a size: some/],
     [['--listen', '0', '--to', '127.0.0.1:8080', '--idle', 'abc'], /--idle must be a whole number/],
+    [['--listen', '0', '--to', '127.0.0.1:8080', '--idle', '99999999999'], /--idle must be at most 2147483647, not 99999999999/],
+    [['--listen', '0', '--to', '127.0.0.1:8080', '--max', '99999999999G'], /--max must be at most 9007199254740991 bytes, not 99999999999G/],
     [['--listen', '0', '--to', '127.0.0.1:8080', '--max', 'lots'], /--max: not a size: lots/]
   ] as const) {
     it(`rejects ${args.join(' ')} with exit code 2 and a message`, async () => {
