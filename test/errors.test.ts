@@ -5,8 +5,9 @@ import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
+import tls from 'node:tls'
 import { backends, splice } from '../lib/index.js'
-import { eachBackend, rig, runScript } from './helpers.js'
+import { eachBackend, rig, runScript, sleep } from './helpers.js'
 
 function throwsCode (fn: () => unknown, code: string) {
   assert.throws(fn, (err: NodeJS.ErrnoException) => {
@@ -71,6 +72,48 @@ eachBackend('bad input', backend => {
     throwsCode(() => splice(r.source, r.drain, 'fast' as never), 'ERR_INVALID_ARG_TYPE')
     throwsCode(() => splice(r.source, r.drain, { backend, end: 1 as unknown as boolean }), 'ERR_INVALID_ARG_TYPE')
     throwsCode(() => splice(r.source, r.drain, { backend: 'magic' as never }), 'ERR_INVALID_ARG_VALUE')
+  })
+
+  it('a TLS socket, as source or drain: EINVAL, saying why', () => {
+    // No handshake is needed to be refused: the bytes on its wire would be ciphertext.
+    for (const [source, drain] of [[new tls.TLSSocket(r.source), r.drain], [r.source, new tls.TLSSocket(r.drain)]]) {
+      assert.throws(() => splice(source, drain, { backend }), (err: NodeJS.ErrnoException) => {
+        assert.equal(err.code, 'EINVAL')
+        assert.match(err.message, /is a TLS socket, whose bytes on the wire are ciphertext/)
+        return true
+      })
+    }
+  })
+
+  it('a socket over a JavaScript stream: EINVAL', async () => {
+    // The net.Socket Node makes around a Duplex (as tls.connect({ socket: duplex }) does).
+    const { code, stdout, stderr } = await runScript(`
+      const JSStreamSocket = require('internal/js_stream_socket')
+      const { Duplex } = require('node:stream')
+      rig().then(r => {
+        const wrapped = new JSStreamSocket(new Duplex({ read () {}, write (chunk, encoding, callback) { callback() } }))
+        try {
+          splice(wrapped, r.drain, { backend: ${JSON.stringify(backend)} })
+        } catch (err) {
+          console.log(err.code, err.message)
+        }
+        r.destroy()
+      })`, ['--expose-internals'])
+    assert.equal(code, 0, stderr)
+    assert.match(stdout, /^EINVAL .*source carries a JavaScript stream \(JSStream\), not a kernel socket/)
+  })
+
+  it('a drain already ended: EPIPE at once', () => {
+    r.drain.end()
+    throwsCode(() => splice(r.source, r.drain, { backend }), 'EPIPE')
+  })
+
+  it('idle beyond what Node can time (2 ** 31 - 1 ms): ERR_OUT_OF_RANGE; at the limit it runs', async () => {
+    throwsCode(() => splice(r.source, r.drain, { backend, idle: 2 ** 31 }), 'ERR_OUT_OF_RANGE')
+    const sp = splice(r.source, r.drain, { backend, idle: 2 ** 31 - 1 })
+    await sleep(100)
+    sp.unsplice()
+    assert.deepEqual(await sp.done, { bytes: 0, reason: 'unsplice' })
   })
 
   it('a failed splice leaves both sockets usable', async () => {

@@ -47,7 +47,8 @@ eachBackend('limits', backend => {
     const result = await sp.done
     const took = Date.now() - started
     assert.deepEqual(result, { bytes: first.length, reason: 'idle' })
-    assert.ok(took >= 290, `ended after ${took} ms`)
+    // Bounds, not timing: an idle that comes early or a second late is wrong.
+    assert.ok(took >= 290 && took <= 1300, `ended after ${took} ms`)
     assert.deepEqual(digest(await readExactly(receiver, first.length)), digest(first))
     // Both sockets are ordinary streams again, both ways.
     const after = next(1000)
@@ -57,6 +58,25 @@ eachBackend('limits', backend => {
     assert.deepEqual(await readExactly(receiver, after.length), after)
     receiver.write(after)
     assert.deepEqual(await readExactly(drain, after.length), after)
+    destroy()
+  })
+
+  it('idle is inactivity, not a lifetime: a byte every 100 ms keeps an idle: 300 splice going for 2 s', async () => {
+    const { sender, source, drain, receiver, destroy } = await rig()
+    const sp = splice(source, drain, { backend, idle: 300 })
+    let ended = false
+    sp.done.then(() => { ended = true })
+    const trickle = stream('trickle')(20)
+    for (let i = 0; i < trickle.length; i++) {
+      sender.write(trickle.subarray(i, i + 1))
+      await sleep(100)
+      assert.equal(ended, false, `ended after ${i + 1} bytes, ${(i + 1) * 100} ms`)
+    }
+    const quiet = Date.now()
+    assert.deepEqual(await sp.done, { bytes: trickle.length, reason: 'idle' })
+    const took = Date.now() - quiet
+    assert.ok(took <= 1300, `idle came ${took} ms after the last byte`)
+    assert.deepEqual(await readExactly(receiver, trickle.length), trickle)
     destroy()
   })
 
