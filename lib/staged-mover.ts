@@ -1,5 +1,5 @@
 import type net from 'node:net'
-import type { Mover, StartMover } from './mover.js'
+import type { Mover, MoverEnd, StartMover } from './mover.js'
 import { Reason } from './native.js'
 
 /**
@@ -9,8 +9,8 @@ import { Reason } from './native.js'
  * bytes in JavaScript is cheaper, and a connection that ends in fewer than
  * `after` bytes never reaches the kernel. `first` ends with reason Max at
  * `after`, leaving any bytes past it in the source for `then` to deliver
- * first. `check` throws at once for sockets `then` could never take; what
- * else `then` refuses ends the splice with an error at the hand-over.
+ * first. `check` throws at once for sockets `then` could never take; if
+ * `then` refuses them at the hand-over all the same, `first` goes on.
  */
 export function stagedMover (first: StartMover, then: StartMover, after: number,
   check: (source: net.Socket, drain: net.Socket) => void): StartMover {
@@ -23,12 +23,14 @@ export function stagedMover (first: StartMover, then: StartMover, after: number,
     const moving = first(source, drain, firstMax, idle, end => {
       if (end.reason !== Reason.Max || firstMax === max) return onEnd(end)
       earlier = end.bytes
+      const rest = max > 0 ? max - earlier : 0
+      const onRest = (last: MoverEnd) => onEnd({ ...last, bytes: earlier + last.bytes })
       try {
-        current = then(source, drain, max > 0 ? max - earlier : 0, idle,
-          rest => onEnd({ ...rest, bytes: earlier + rest.bytes }))
-      } catch (error) {
-        // The sockets are Node's again; the splice ends where the first stage did.
-        return onEnd({ bytes: earlier, reason: Reason.Error, error: error as Error })
+        current = then(source, drain, rest, idle, onRest)
+      } catch {
+        // Refused (short of descriptors, or a socket state the check cannot
+        // see): the sockets are Node's again, and `first` moves the rest.
+        current = first(source, drain, rest, idle, onRest)
       }
       if (!refed) current.ref(false)
     })

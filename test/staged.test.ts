@@ -95,6 +95,21 @@ eachBackend('spliceAfter', backend => {
     }
   })
 
+  it('a source closed both ways with bytes still queued: every byte crosses the hand-over, then eof', async () => {
+    // Its peer sent and closed, and it sent its own FIN: the kernel calls the
+    // socket closed while its receive queue still holds most of the bytes.
+    const { sender, source, drain, receiver, destroy } = await rig()
+    const data = stream('closed-queued')(100 * KiB)
+    sender.end(data)
+    source.end()
+    await once(sender, 'close')
+    const received = receive(receiver)
+    const sp = splice(source, drain, { backend, spliceAfter: 16 * KiB })
+    assert.deepEqual(await sp.done, { bytes: data.length, reason: 'eof' })
+    assert.deepEqual(await received, digest(data))
+    destroy()
+  })
+
   it('rejects a spliceAfter that is not a whole number of bytes', async () => {
     const { source, drain, destroy } = await rig()
     assert.throws(() => splice(source, drain, { backend, spliceAfter: -1 }), { code: 'ERR_OUT_OF_RANGE' })
