@@ -1,16 +1,31 @@
 import { systemError } from './errors.js'
 import { native, type NativeHandle, Reason } from './native.js'
 import { checkFd, checkLimits, type Limits } from './options.js'
+import { type EndReason, reasonNames } from './splice.js'
 
 // The kernel's own interface, on descriptors: setsockopt(SO_SPLICE) and
 // getsockopt(SO_SPLICE). The caller owns the descriptors and must unsplice
-// before closing them. An unsplice or an idle end delivers what is in flight
-// to the drain before the splice ends.
+// before closing them: the engine's duplicates keep the connection open.
+
+export interface FdSpliceResult {
+  /** Bytes that reached the drain. */
+  bytes: number
+  reason: EndReason
+  error?: Error
+  /**
+   * Bytes that had left the source but that the drain had not taken when
+   * the splice ended (Linux: they were in the engine's pipe). Yours to
+   * write; empty where the kernel leaves them in the source (BSD).
+   */
+  residual: Buffer
+}
 
 interface Entry {
+  /** The socket the descriptor named when it was spliced. */
+  identity: string
   handle: NativeHandle
-  bytes: number
-  ended: boolean
+  result?: FdSpliceResult
+  done: Promise<FdSpliceResult>
 }
 
 // The current or last splice of each source descriptor.
@@ -21,31 +36,53 @@ function addon () {
   return native
 }
 
-/** Splices `sourceFd` into `drainFd`, or unsplices it when `drainFd` is -1. */
-export function setSplice (sourceFd: number, drainFd: number, options?: Limits): void {
+/**
+ * The splice of `fd`, if `fd` still names the socket that was spliced: a
+ * descriptor closed and reused for another socket is a stranger to it.
+ * Throws EBADF for a closed descriptor, ENOTSOCK for one that is no socket.
+ */
+function entryOf (fd: number): Entry | undefined {
+  const identity = addon().identity(fd)
+  const entry = bySource.get(fd)
+  if (entry?.identity === identity) return entry
+  bySource.delete(fd)
+  return undefined
+}
+
+/**
+ * Splices `sourceFd` into `drainFd`, or unsplices it when `drainFd` is -1.
+ * Returns a promise (never rejected) of how the splice ended; an unsplice
+ * returns that of the splice it ends.
+ */
+export function setSplice (sourceFd: number, drainFd: number, options?: Limits): Promise<FdSpliceResult> {
   checkFd('sourceFd', sourceFd)
   const { max, idle } = checkLimits(options)
   const binding = addon()
-  const current = bySource.get(sourceFd)
+  const current = entryOf(sourceFd)
   if (drainFd === -1) {
-    if (!current || current.ended) throw systemError('ENOTCONN', 'setsockopt', 'the source is not spliced')
+    if (!current || current.result) throw systemError('ENOTCONN', 'setsockopt', 'the source is not spliced')
     binding.stop(current.handle, Reason.Unsplice)
-    return
+    return current.done
   }
   checkFd('drainFd', drainFd)
-  const entry = { bytes: 0, ended: false } as Entry
-  entry.handle = binding.start(sourceFd, drainFd, max, idle, false, bytes => {
-    entry.bytes = bytes
-    entry.ended = true
+  if (current && !current.result) throw systemError('EBUSY', 'setsockopt', 'the source is already spliced')
+  let settle!: (result: FdSpliceResult) => void
+  const done = new Promise<FdSpliceResult>(resolve => { settle = resolve })
+  const handle = binding.start(sourceFd, drainFd, max, idle, true, (bytes, reason, error, residual) => {
+    entry.result = { bytes, reason: reasonNames[reason], residual: residual ?? Buffer.alloc(0) }
+    if (error) entry.result.error = error
+    settle(entry.result)
   })
-  binding.run(entry.handle)
+  const entry: Entry = { identity: binding.identity(sourceFd), handle, done }
+  binding.run(handle)
   bySource.set(sourceFd, entry)
+  return done
 }
 
 /** Bytes moved by the current or last splice of `sourceFd`. */
 export function getSplice (sourceFd: number): number {
   checkFd('sourceFd', sourceFd)
-  const entry = bySource.get(sourceFd)
+  const entry = entryOf(sourceFd)
   if (!entry) return 0
-  return entry.ended ? entry.bytes : addon().bytes(entry.handle)
+  return entry.result?.bytes ?? addon().bytes(entry.handle)
 }

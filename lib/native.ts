@@ -20,6 +20,8 @@ export interface NativeBinding {
   bytes (handle: NativeHandle): number
   ref (handle: NativeHandle, on: boolean): void
   stats (): { workers: number, splices: number, pooledPipes: number, descriptors: number }
+  /** The socket a descriptor names (EBADF when closed, ENOTSOCK when no socket). */
+  identity (fd: number): string
 }
 
 /** Why the addon could not be loaded, when it could not. */

@@ -29,7 +29,7 @@ export interface SpliceResult {
   error?: Error
 }
 
-const reasonNames: Record<Reason, EndReason> = {
+export const reasonNames: Record<Reason, EndReason> = {
   [Reason.Eof]: 'eof',
   [Reason.Max]: 'max',
   [Reason.Idle]: 'idle',

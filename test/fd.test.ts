@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict'
+import { once } from 'node:events'
 import fs from 'node:fs'
+import net from 'node:net'
 import { getSplice, setSplice } from '../lib/index.js'
 import { native } from '../lib/native.js'
-import { digest, eventually, readExactly, rig, sleep, stream } from './helpers.js'
+import { digest, eventually, readExactly, rig, sleep, stream, unixSocketPair } from './helpers.js'
 
 // The descriptor-level mirror of setsockopt/getsockopt(SO_SPLICE).
 describe('setSplice / getSplice on descriptors', function () {
@@ -10,6 +12,12 @@ describe('setSplice / getSplice on descriptors', function () {
 
   function fd (socket: unknown): number {
     return (socket as { _handle: { fd: number } })._handle.fd
+  }
+
+  /** Stops Node reading `socket`, as a caller of the descriptor API must. */
+  function hold (socket: net.Socket) {
+    socket.pause()
+    ;(socket as unknown as { _handle: { readStop (): void } })._handle.readStop()
   }
 
   it('splices, counts, unsplices, and keeps the count after the end', async () => {
@@ -37,6 +45,97 @@ describe('setSplice / getSplice on descriptors', function () {
     setSplice(fd(r.source), -1)
     assert.ok(await eventually(() => native!.stats().splices === 0))
     assert.equal(getSplice(fd(r.source)), 0)
+    r.destroy()
+  })
+
+  it('descriptors above INT32_MAX are EBADF, never another descriptor modulo 2 ** 32', async () => {
+    const r = await rig()
+    assert.throws(() => setSplice(2 ** 32 + fd(r.source), fd(r.drain)), { code: 'EBADF' })
+    assert.throws(() => setSplice(fd(r.source), 2 ** 32 + fd(r.drain)), { code: 'EBADF' })
+    assert.throws(() => getSplice(2 ** 32 + fd(r.source)), { code: 'EBADF' })
+    assert.equal(native!.stats().splices, 0)
+    r.destroy()
+  })
+
+  it("the engine's own checks: a listening socket, an unconnected one, mixed protocols, the same socket", async () => {
+    const r = await rig()
+    const server = net.createServer().listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    assert.throws(() => setSplice(fd(server), fd(r.drain)), { code: 'EINVAL' })
+    assert.throws(() => setSplice(fd(r.source), fd(server)), { code: 'EINVAL' })
+    // A connection refused: its descriptor never had a peer.
+    const { port } = server.address() as net.AddressInfo
+    server.close()
+    await once(server, 'close')
+    const refused = net.connect(port, '127.0.0.1').on('error', () => {})
+    await new Promise(process.nextTick)
+    assert.throws(() => setSplice(fd(refused), fd(r.drain)), { code: 'ENOTCONN' })
+    refused.destroy()
+    const [unixClient, unixPeer] = await unixSocketPair()
+    assert.throws(() => setSplice(fd(r.source), fd(unixClient)), { code: 'EPROTONOSUPPORT' })
+    assert.throws(() => setSplice(fd(r.source), fd(r.source)), { code: 'EINVAL' })
+    assert.equal(native!.stats().splices, 0)
+    for (const s of [unixClient, unixPeer]) s.destroy()
+    r.destroy()
+  })
+
+  it('a refused second splice of a live source leaves the first one in place, and it unsplices', async () => {
+    const r = await rig()
+    hold(r.source)
+    const first = setSplice(fd(r.source), fd(r.drain))
+    assert.throws(() => setSplice(fd(r.source), fd(r.receiver)), { code: 'EBUSY' })
+    r.sender.write('still here')
+    assert.equal((await readExactly(r.receiver, 10)).toString(), 'still here')
+    assert.equal(setSplice(fd(r.source), -1), first)
+    assert.deepEqual(await first, { bytes: 10, reason: 'unsplice', residual: Buffer.alloc(0) })
+    r.destroy()
+  })
+
+  it('a descriptor closed and reused names another socket: no stale count, nothing to unsplice', async () => {
+    const r = await rig()
+    hold(r.source)
+    const number = fd(r.source)
+    const spliced = setSplice(number, fd(r.drain), { max: 1000 })
+    r.sender.write(stream('reuse')(4000))
+    assert.equal((await spliced).bytes, 1000)
+    assert.equal(getSplice(number), 1000)
+    r.source.destroy()
+    await once(r.source, 'close')
+    assert.throws(() => getSplice(number), { code: 'EBADF' })
+    // The next socket Node opens takes the lowest free number: this one.
+    const again = await rig()
+    assert.ok([again.sender, again.source, again.drain, again.receiver].some(s => fd(s) === number), 'not reused')
+    assert.equal(getSplice(number), 0)
+    assert.throws(() => setSplice(number, -1), { code: 'ENOTCONN' })
+    again.destroy()
+    r.destroy()
+  })
+
+  it('unsplice with a drain that never reads ends at once: the bytes in flight come back, none lost', async () => {
+    const r = await rig()
+    hold(r.source)
+    hold(r.receiver)
+    const total = 64 << 20
+    const next = stream('stalled')
+    const data = next(total)
+    const spliced = setSplice(fd(r.source), fd(r.drain))
+    r.sender.write(data)
+    let last = -1
+    while (getSplice(fd(r.source)) !== last) {
+      last = getSplice(fd(r.source))
+      await sleep(300)
+    }
+    setSplice(fd(r.source), -1)
+    const result = await spliced
+    assert.equal(result.reason, 'unsplice')
+    assert.ok(result.residual.length > 0, 'nothing was in flight')
+    // The drain's peer holds the first `bytes`, the residual is next, the source has the rest.
+    const rest = total - result.bytes - result.residual.length
+    assert.deepEqual(digest(result.residual), digest(data.subarray(result.bytes, result.bytes + result.residual.length)))
+    r.receiver.resume()
+    assert.deepEqual(digest(await readExactly(r.receiver, result.bytes)), digest(data.subarray(0, result.bytes)))
+    r.source.resume()
+    assert.deepEqual(digest(await readExactly(r.source, rest)), digest(data.subarray(total - rest)))
     r.destroy()
   })
 
