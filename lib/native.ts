@@ -20,6 +20,8 @@ export interface NativeBinding {
   bytes (handle: NativeHandle): number
   ref (handle: NativeHandle, on: boolean): void
   stats (): { workers: number, splices: number, pooledPipes: number, descriptors: number }
+  /** The socket `fd` refers to, as "<st_dev>:<st_ino>": equal for every descriptor of one socket. */
+  identity (fd: number): string
 }
 
 /** Why the addon could not be loaded, when it could not. */

@@ -2,9 +2,13 @@
 // results back into JavaScript values. Policy lives in lib/.
 #include <napi.h>
 
+#include <climits>
+#include <cmath>
 #include <mutex>
+#include <string>
 
 #include "errno_error.h"
+#include "posix.h"
 #include "splice.h"
 
 namespace sosplice {
@@ -54,6 +58,17 @@ int64_t NonNegative(const Napi::Value& v, const char* name) {
   return n;
 }
 
+// A descriptor number. One that no descriptor can have is EBADF, as the
+// kernel would say: a plain cast would turn 2**32 + fd into fd.
+int Descriptor(const Napi::Value& v, const char* name, const char* syscall) {
+  if (!v.IsNumber())
+    throw Napi::TypeError::New(v.Env(), std::string(name) + " must be a number");
+  double fd = v.As<Napi::Number>().DoubleValue();
+  if (!(fd >= 0 && fd <= INT_MAX && fd == std::floor(fd)))
+    throw ErrnoError(v.Env(), EBADF, syscall);
+  return static_cast<int>(fd);
+}
+
 // Whether a splice's thread-safe function may still be called.
 struct Gate {
   std::mutex mutex;
@@ -91,8 +106,8 @@ void DeliverEnd(Napi::Env env, Napi::Function on_end, std::nullptr_t*,
 // the moving.
 Napi::Value StartSplice(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int source = static_cast<int>(NonNegative(info[0], "source fd"));
-  int drain = static_cast<int>(NonNegative(info[1], "drain fd"));
+  int source = Descriptor(info[0], "source fd", "splice");
+  int drain = Descriptor(info[1], "drain fd", "splice");
   Options options;
   options.max = NonNegative(info[2], "max");
   options.idle_ms = NonNegative(info[3], "idle");
@@ -177,6 +192,18 @@ Napi::Value EngineStats(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// identity(fd): "<st_dev>:<st_ino>", the same for every descriptor of one
+// socket, so that a descriptor closed and reused for another shows.
+Napi::Value Identity(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  SocketId id;
+  SysError err;
+  if (!IdentifySocket(Descriptor(info[0], "fd", "fstat"), &id, &err))
+    throw ErrnoError(env, err.error, err.syscall);
+  return Napi::String::New(
+      env, std::to_string(id.first) + ":" + std::to_string(id.second));
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -188,6 +215,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("bytes", Napi::Function::New(env, SpliceBytes));
   exports.Set("ref", Napi::Function::New(env, RefSplice));
   exports.Set("stats", Napi::Function::New(env, EngineStats));
+  exports.Set("identity", Napi::Function::New(env, Identity));
   return exports;
 }
 

@@ -8,7 +8,6 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,9 +27,6 @@ constexpr int kPipeSize = 256 * 1024;  // asked for; the kernel may refuse
 constexpr size_t kPoolMax = 64;        // idle pipes kept per worker
 constexpr int kBudget = 32;            // splice calls before yielding a turn
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
-
-// A socket's identity, independent of which descriptor refers to it.
-using SocketId = std::pair<dev_t, ino_t>;
 
 struct Pipe {
   int r = -1;
@@ -488,16 +484,7 @@ namespace {
 // The checks the BSD kernels make in sosplice(), with FreeBSD's codes.
 bool CheckSocket(int fd, SocketId* id, int* type, int* protocol,
                  SysError* err) {
-  struct stat st;
-  if (fstat(fd, &st) < 0) {
-    *err = {errno, "fstat"};
-    return false;
-  }
-  if (!S_ISSOCK(st.st_mode)) {
-    *err = {ENOTSOCK, "splice"};
-    return false;
-  }
-  *id = {st.st_dev, st.st_ino};
+  if (!IdentifySocket(fd, id, err)) return false;
   int listening = 0;
   socklen_t len = sizeof listening;
   if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0) {
