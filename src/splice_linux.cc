@@ -5,6 +5,7 @@
 #include "splice.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -481,8 +482,23 @@ void Worker::CheckIdle() {
 
 namespace {
 
+// Whether a reader of the socket would get bytes, an EOF or an error now.
+// poll() takes none of them; a recv() would take a pending error.
+bool Readable(int fd, bool* readable, SysError* err) {
+  pollfd p{fd, POLLIN, 0};
+  int n;
+  do n = poll(&p, 1, 0);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    *err = {errno, "poll"};
+    return false;
+  }
+  *readable = (p.revents & POLLIN) != 0;
+  return true;
+}
+
 // The checks the BSD kernels make in sosplice(), with FreeBSD's codes.
-bool CheckSocket(int fd, SocketId* id, int* type, int* protocol,
+bool CheckSocket(int fd, bool source, SocketId* id, int* type, int* protocol,
                  SysError* err) {
   if (!IdentifySocket(fd, id, err)) return false;
   int listening = 0;
@@ -507,18 +523,23 @@ bool CheckSocket(int fd, SocketId* id, int* type, int* protocol,
   }
   sockaddr_storage peer;
   len = sizeof peer;
-  if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) < 0) {
-    *err = {errno, "getpeername"};
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0)
+    return true;
+  *err = {errno, "getpeername"};
+  // A connection closed both ways still has its unread bytes and its EOF
+  // for a reader, which splice(2) gives; a socket never connected has none.
+  bool readable = false;
+  if (source && err->error == ENOTCONN && !Readable(fd, &readable, err))
     return false;
-  }
-  return true;
+  return readable;
 }
 
 bool CheckPair(int source, int drain, SocketId* source_id, SocketId* drain_id,
                SysError* err) {
   int source_type, drain_type, source_proto, drain_proto;
-  if (!CheckSocket(source, source_id, &source_type, &source_proto, err) ||
-      !CheckSocket(drain, drain_id, &drain_type, &drain_proto, err))
+  if (!CheckSocket(source, true, source_id, &source_type, &source_proto,
+                   err) ||
+      !CheckSocket(drain, false, drain_id, &drain_type, &drain_proto, err))
     return false;
   if (*source_id == *drain_id) {
     *err = {EINVAL, "splice"};
