@@ -23,7 +23,7 @@ using HandleRef = std::shared_ptr<Handle>;
 
 // An ended splice on its way from an engine thread to the main thread.
 struct Delivery {
-  HandleRef handle;
+  std::weak_ptr<Handle> handle;  // JavaScript may have dropped it meanwhile
   Result result;
 };
 
@@ -35,8 +35,7 @@ void DeliverEnd(Napi::Env env, Napi::Function on_end, std::nullptr_t*,
 using EndFunction =
     Napi::TypedThreadSafeFunction<std::nullptr_t, Delivery, DeliverEnd>;
 
-// What a JavaScript handle refers to. Shared with the end callback, which
-// may run after the handle has been collected.
+// What a JavaScript handle refers to.
 struct Handle {
   std::shared_ptr<Splice> splice;
   EndFunction tsfn;
@@ -75,11 +74,43 @@ struct Gate {
   bool open = true;
 };
 
+// Takes a splice's end to JavaScript. It refers to the handle weakly: the
+// handle holds the splice, which holds this, and a cycle would keep a splice
+// that never ran (and its descriptors) alive forever.
+struct EndSender {
+  EndSender(EndFunction tsfn, std::weak_ptr<Handle> handle,
+            std::shared_ptr<Gate> gate)
+      : tsfn(tsfn), handle(std::move(handle)), gate(std::move(gate)) {}
+  EndSender(const EndSender&) = delete;
+  EndSender& operator=(const EndSender&) = delete;
+
+  EndFunction tsfn;
+  std::weak_ptr<Handle> handle;
+  std::shared_ptr<Gate> gate;
+  bool sent = false;
+
+  void Send(Result&& result) {
+    std::lock_guard<std::mutex> lock(gate->mutex);
+    sent = true;
+    if (!gate->open) return;
+    auto* d = new Delivery{handle, std::move(result)};
+    if (tsfn.NonBlockingCall(d) != napi_ok) delete d;
+    tsfn.Release();
+  }
+
+  // Destroyed unsent (the splice never ran, or the engine went first): the
+  // thread-safe function must still be released, or it keeps Node running.
+  ~EndSender() {
+    std::lock_guard<std::mutex> lock(gate->mutex);
+    if (!sent && gate->open) tsfn.Release();
+  }
+};
+
 void DeliverEnd(Napi::Env env, Napi::Function on_end, std::nullptr_t*,
                 Delivery* delivery) {
   std::unique_ptr<Delivery> d(delivery);
   Result* r = &d->result;
-  d->handle->live = false;
+  if (HandleRef handle = d->handle.lock()) handle->live = false;
   if (env == nullptr) return;  // the environment is shutting down
   // No C++ exception may leave this callback (nothing above it catches).
   // lib/ turns its own exceptions into uncaught ones before they get here;
@@ -125,24 +156,17 @@ Napi::Value StartSplice(const Napi::CallbackInfo& info) {
         std::lock_guard<std::mutex> lock(gate->mutex);
         gate->open = false;
       });
-  EndFunction tsfn = handle->tsfn;
-  EndCallback on_end = [tsfn, handle, gate](Result&& result) mutable {
-    std::lock_guard<std::mutex> lock(gate->mutex);
-    if (!gate->open) return;
-    auto* d = new Delivery{handle, std::move(result)};
-    if (tsfn.NonBlockingCall(d) != napi_ok) delete d;
-    tsfn.Release();
+  auto sender = std::make_shared<EndSender>(handle->tsfn, handle, gate);
+  EndCallback on_end = [sender](Result&& result) {
+    sender->Send(std::move(result));
   };
 
   SysError err;
   Addon* addon = env.GetInstanceData<Addon>();
+  // On failure on_end is gone with the splice, and the function released.
   handle->splice =
       Start(*addon->engine, source, drain, options, std::move(on_end), &err);
-  if (!handle->splice) {
-    handle->tsfn.Release();
-    handle->live = false;
-    throw ErrnoError(env, err.error, err.syscall);
-  }
+  if (!handle->splice) throw ErrnoError(env, err.error, err.syscall);
   return Napi::External<HandleRef>::New(
       env, new HandleRef(handle), [](Napi::Env, HandleRef* h) { delete h; });
 }
@@ -189,6 +213,11 @@ Napi::Value EngineStats(const Napi::CallbackInfo& info) {
   out.Set("splices", stats.splices);
   out.Set("pooledPipes", stats.pooled_pipes);
   out.Set("descriptors", stats.descriptors);
+  out.Set("pipes", stats.pipes);
+  out.Set("pipeBytes", static_cast<double>(stats.pipe_bytes));
+  out.Set("pipeBudget", static_cast<double>(stats.pipe_budget));
+  out.Set("pipeResizesRefused", stats.pipe_resizes_refused);
+  out.Set("pipesUndersized", stats.pipes_undersized);
   return out;
 }
 
