@@ -11,6 +11,26 @@ export type NativeHandle = { readonly __brand: 'sosplice.NativeHandle' }
 export type NativeEnd = (bytes: number, reason: Reason, error: Error | undefined,
   residual: Buffer | undefined) => void
 
+export interface NativeStats {
+  workers: number
+  /** Live splices. */
+  splices: number
+  /** Idle pipes kept for reuse. */
+  pooledPipes: number
+  /** Descriptors the engine holds for itself, whatever the splices. */
+  descriptors: number
+  /** Linux: pipes open, in use or pooled. */
+  pipes: number
+  /** Linux: their total capacity, in bytes. */
+  pipeBytes: number
+  /** Linux: the capacity the engine keeps its pipes within (half the per-user limit). */
+  pipeBudget: number
+  /** Linux: pipe resizes the kernel refused (the per-user limit reached). */
+  pipeResizesRefused: number
+  /** Linux: new pipes left smaller than the engine wanted. */
+  pipesUndersized: number
+}
+
 export interface NativeBinding {
   readonly backend: 'pipe' | 'so_splice'
   start (sourceFd: number, drainFd: number, max: number, idle: number,
@@ -19,8 +39,8 @@ export interface NativeBinding {
   stop (handle: NativeHandle, reason: Reason.Unsplice | Reason.Close): void
   bytes (handle: NativeHandle): number
   ref (handle: NativeHandle, on: boolean): void
-  stats (): { workers: number, splices: number, pooledPipes: number, descriptors: number }
-  /** The socket a descriptor names (EBADF when closed, ENOTSOCK when no socket). */
+  stats (): NativeStats
+  /** The socket `fd` refers to, as "<st_dev>:<st_ino>": equal for every descriptor of one socket. */
   identity (fd: number): string
 }
 

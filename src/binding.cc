@@ -2,9 +2,13 @@
 // results back into JavaScript values. Policy lives in lib/.
 #include <napi.h>
 
+#include <climits>
+#include <cmath>
 #include <mutex>
+#include <string>
 
 #include "errno_error.h"
+#include "posix.h"
 #include "splice.h"
 
 namespace sosplice {
@@ -19,7 +23,7 @@ using HandleRef = std::shared_ptr<Handle>;
 
 // An ended splice on its way from an engine thread to the main thread.
 struct Delivery {
-  HandleRef handle;
+  std::weak_ptr<Handle> handle;  // JavaScript may have dropped it meanwhile
   Result result;
 };
 
@@ -31,8 +35,7 @@ void DeliverEnd(Napi::Env env, Napi::Function on_end, std::nullptr_t*,
 using EndFunction =
     Napi::TypedThreadSafeFunction<std::nullptr_t, Delivery, DeliverEnd>;
 
-// What a JavaScript handle refers to. Shared with the end callback, which
-// may run after the handle has been collected.
+// What a JavaScript handle refers to.
 struct Handle {
   std::shared_ptr<Splice> splice;
   EndFunction tsfn;
@@ -54,17 +57,60 @@ int64_t NonNegative(const Napi::Value& v, const char* name) {
   return n;
 }
 
+// A descriptor number. One that no descriptor can have is EBADF, as the
+// kernel would say: a plain cast would turn 2**32 + fd into fd.
+int Descriptor(const Napi::Value& v, const char* name, const char* syscall) {
+  if (!v.IsNumber())
+    throw Napi::TypeError::New(v.Env(), std::string(name) + " must be a number");
+  double fd = v.As<Napi::Number>().DoubleValue();
+  if (!(fd >= 0 && fd <= INT_MAX && fd == std::floor(fd)))
+    throw ErrnoError(v.Env(), EBADF, syscall);
+  return static_cast<int>(fd);
+}
+
 // Whether a splice's thread-safe function may still be called.
 struct Gate {
   std::mutex mutex;
   bool open = true;
 };
 
+// Takes a splice's end to JavaScript. It refers to the handle weakly: the
+// handle holds the splice, which holds this, and a cycle would keep a splice
+// that never ran (and its descriptors) alive forever.
+struct EndSender {
+  EndSender(EndFunction tsfn, std::weak_ptr<Handle> handle,
+            std::shared_ptr<Gate> gate)
+      : tsfn(tsfn), handle(std::move(handle)), gate(std::move(gate)) {}
+  EndSender(const EndSender&) = delete;
+  EndSender& operator=(const EndSender&) = delete;
+
+  EndFunction tsfn;
+  std::weak_ptr<Handle> handle;
+  std::shared_ptr<Gate> gate;
+  bool sent = false;
+
+  void Send(Result&& result) {
+    std::lock_guard<std::mutex> lock(gate->mutex);
+    sent = true;
+    if (!gate->open) return;
+    auto* d = new Delivery{handle, std::move(result)};
+    if (tsfn.NonBlockingCall(d) != napi_ok) delete d;
+    tsfn.Release();
+  }
+
+  // Destroyed unsent (the splice never ran, or the engine went first): the
+  // thread-safe function must still be released, or it keeps Node running.
+  ~EndSender() {
+    std::lock_guard<std::mutex> lock(gate->mutex);
+    if (!sent && gate->open) tsfn.Release();
+  }
+};
+
 void DeliverEnd(Napi::Env env, Napi::Function on_end, std::nullptr_t*,
                 Delivery* delivery) {
   std::unique_ptr<Delivery> d(delivery);
   Result* r = &d->result;
-  d->handle->live = false;
+  if (HandleRef handle = d->handle.lock()) handle->live = false;
   if (env == nullptr) return;  // the environment is shutting down
   // No C++ exception may leave this callback (nothing above it catches).
   // lib/ turns its own exceptions into uncaught ones before they get here;
@@ -91,8 +137,8 @@ void DeliverEnd(Napi::Env env, Napi::Function on_end, std::nullptr_t*,
 // the moving.
 Napi::Value StartSplice(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int source = static_cast<int>(NonNegative(info[0], "source fd"));
-  int drain = static_cast<int>(NonNegative(info[1], "drain fd"));
+  int source = Descriptor(info[0], "source fd", "splice");
+  int drain = Descriptor(info[1], "drain fd", "splice");
   Options options;
   options.max = NonNegative(info[2], "max");
   options.idle_ms = NonNegative(info[3], "idle");
@@ -110,24 +156,17 @@ Napi::Value StartSplice(const Napi::CallbackInfo& info) {
         std::lock_guard<std::mutex> lock(gate->mutex);
         gate->open = false;
       });
-  EndFunction tsfn = handle->tsfn;
-  EndCallback on_end = [tsfn, handle, gate](Result&& result) mutable {
-    std::lock_guard<std::mutex> lock(gate->mutex);
-    if (!gate->open) return;
-    auto* d = new Delivery{handle, std::move(result)};
-    if (tsfn.NonBlockingCall(d) != napi_ok) delete d;
-    tsfn.Release();
+  auto sender = std::make_shared<EndSender>(handle->tsfn, handle, gate);
+  EndCallback on_end = [sender](Result&& result) {
+    sender->Send(std::move(result));
   };
 
   SysError err;
   Addon* addon = env.GetInstanceData<Addon>();
+  // On failure on_end is gone with the splice, and the function released.
   handle->splice =
       Start(*addon->engine, source, drain, options, std::move(on_end), &err);
-  if (!handle->splice) {
-    handle->tsfn.Release();
-    handle->live = false;
-    throw ErrnoError(env, err.error, err.syscall);
-  }
+  if (!handle->splice) throw ErrnoError(env, err.error, err.syscall);
   return Napi::External<HandleRef>::New(
       env, new HandleRef(handle), [](Napi::Env, HandleRef* h) { delete h; });
 }
@@ -174,7 +213,24 @@ Napi::Value EngineStats(const Napi::CallbackInfo& info) {
   out.Set("splices", stats.splices);
   out.Set("pooledPipes", stats.pooled_pipes);
   out.Set("descriptors", stats.descriptors);
+  out.Set("pipes", stats.pipes);
+  out.Set("pipeBytes", static_cast<double>(stats.pipe_bytes));
+  out.Set("pipeBudget", static_cast<double>(stats.pipe_budget));
+  out.Set("pipeResizesRefused", stats.pipe_resizes_refused);
+  out.Set("pipesUndersized", stats.pipes_undersized);
   return out;
+}
+
+// identity(fd): "<st_dev>:<st_ino>", the same for every descriptor of one
+// socket, so that a descriptor closed and reused for another shows.
+Napi::Value Identity(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  SocketId id;
+  SysError err;
+  if (!IdentifySocket(Descriptor(info[0], "fd", "fstat"), &id, &err))
+    throw ErrnoError(env, err.error, err.syscall);
+  return Napi::String::New(
+      env, std::to_string(id.first) + ":" + std::to_string(id.second));
 }
 
 }  // namespace
@@ -188,6 +244,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("bytes", Napi::Function::New(env, SpliceBytes));
   exports.Set("ref", Napi::Function::New(env, RefSplice));
   exports.Set("stats", Napi::Function::New(env, EngineStats));
+  exports.Set("identity", Napi::Function::New(env, Identity));
   return exports;
 }
 

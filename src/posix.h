@@ -2,6 +2,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -9,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 
 #include "splice.h"
 
@@ -25,6 +27,23 @@ inline int64_t NowMs() {
 [[noreturn]] inline void Fatal(const char* what) {
   std::perror(what);
   std::abort();
+}
+
+// A socket's identity, the same whatever descriptor refers to it.
+using SocketId = std::pair<dev_t, ino_t>;
+
+inline bool IdentifySocket(int fd, SocketId* id, SysError* err) {
+  struct stat st;
+  if (fstat(fd, &st) < 0) {
+    *err = {errno, "fstat"};
+    return false;
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    *err = {ENOTSOCK, "fstat"};
+    return false;
+  }
+  *id = {st.st_dev, st.st_ino};
+  return true;
 }
 
 inline void CloseFd(int fd) {

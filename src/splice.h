@@ -43,7 +43,8 @@ struct SysError {
 };
 
 // Called once, on an engine thread, when a splice has ended and every
-// descriptor the engine held for it is closed.
+// descriptor the engine held for it is closed. It is destroyed without being
+// called when the splice never ran, or when the engine is destroyed first.
 using EndCallback = std::function<void(Result&&)>;
 
 class Splice;
@@ -54,6 +55,12 @@ struct Stats {
   int splices = 0;       // live splices
   int pooled_pipes = 0;  // idle pipes kept for reuse (two descriptors each)
   int descriptors = 0;   // held by the engine itself, whatever the splices
+  // Linux: the pipes held, in use or pooled, and their sizes.
+  int pipes = 0;
+  int64_t pipe_bytes = 0;         // their capacity
+  int64_t pipe_budget = 0;        // the capacity the engine keeps within
+  int pipe_resizes_refused = 0;   // F_SETPIPE_SZ calls the kernel refused
+  int pipes_undersized = 0;       // new pipes left smaller than wanted
 };
 
 std::unique_ptr<Engine, void (*)(Engine*)> CreateEngine();
