@@ -176,6 +176,15 @@ export function sleep (ms: number): Promise<void> {
   return new Promise(resolve => setTimeout(resolve, ms))
 }
 
+/** `promise`, or a clear failure once `ms` pass: these bounds catch hangs, they time nothing. */
+export function within<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms)
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
 /** Polls `check` until it is true or `ms` pass. */
 export async function eventually (check: () => boolean, ms = 5000): Promise<boolean> {
   for (const start = Date.now(); Date.now() - start < ms; await sleep(10)) {

@@ -7,7 +7,7 @@ import { fdOf } from '../lib/handover.js'
 import { native } from '../lib/native.js'
 import {
   assertNoLeaks, type Digest, digest, eachBackend, firstOf, readExactly, receive, rig, send, sleep,
-  socketPair, steadyFds, stream
+  socketPair, steadyFds, stream, within
 } from './helpers.js'
 
 const KiB = 1 << 10
@@ -15,15 +15,6 @@ const MiB = 1 << 20
 const GiB = 1 << 30
 
 type Rig = Awaited<ReturnType<typeof rig>>
-
-/** `promise`, or a clear failure once `ms` pass: these bounds catch hangs, they time nothing. */
-function within<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms)
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
-}
 
 /** Whether the splice ends within `ms`. */
 function endsWithin (sp: Splice, ms: number): Promise<boolean> {
