@@ -44,9 +44,9 @@ export function start (argv: string[], opts: { stdio?: StdioOptions, ms?: number
   return { child, done }
 }
 
-/** The last line of `ran`'s output, as JSON: what the child reports. */
-export function report<T> (ran: Ran): T {
-  const last = ran.stdout.trim().split('\n').pop() ?? ''
+/** The last line of `output` (a child's stdout or stderr), as JSON: what the child reports. */
+export function report<T> (ran: Ran, output = ran.stdout): T {
+  const last = output.trim().split('\n').pop() ?? ''
   try {
     return JSON.parse(last) as T
   } catch {
