@@ -52,7 +52,7 @@ describe('blocking sockets [pipe]', function () {
     assert.deepEqual(result.before, [true, true], 'the premise: libuv gave the child blocking sockets')
     assert.deepEqual(result.idle, { bytes: FIRST, reason: Reason.Idle })
     assert.equal(result.others, 4)
-    assert.ok(result.othersWhileIdle, 'the other splices finished only after the idle end')
+    assert.ok(result.othersWhileIdle, 'the idle end came before the other splices had finished')
     assert.deepEqual(result.unsplice, { bytes: SECOND, reason: Reason.Unsplice })
     assert.deepEqual(result.after, [true, true], 'the sockets were left non-blocking')
     assert.equal(ran.code, 0)
