@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -721,9 +722,11 @@ void Worker::CheckIdle() {
 
 namespace {
 
-// Whether a reader of the socket would get bytes, an EOF or an error now.
-// poll() takes none of them; a recv() would take a pending error.
-bool Readable(int fd, bool* readable, SysError* err) {
+// Whether a reader of the socket would get bytes or an EOF now: a
+// connection closed both ways keeps both for its reader. One that never
+// connected, or was refused, has nothing or only an error to give. poll()
+// and FIONREAD take nothing; a recv() would take a pending error.
+bool HasBytesOrEof(int fd, bool* yes, SysError* err) {
   pollfd p{fd, POLLIN, 0};
   int n;
   do n = poll(&p, 1, 0);
@@ -732,7 +735,14 @@ bool Readable(int fd, bool* readable, SysError* err) {
     *err = {errno, "poll"};
     return false;
   }
-  *readable = (p.revents & POLLIN) != 0;
+  *yes = (p.revents & POLLIN) != 0;
+  if (!*yes || !(p.revents & POLLERR)) return true;
+  int queued = 0;
+  if (ioctl(fd, FIONREAD, &queued) < 0) {
+    *err = {errno, "ioctl"};
+    return false;
+  }
+  *yes = queued > 0;
   return true;
 }
 
@@ -768,7 +778,7 @@ bool CheckSocket(int fd, bool source, SocketId* id, int* type, int* protocol,
   // A connection closed both ways still has its unread bytes and its EOF
   // for a reader, which splice(2) gives; a socket never connected has none.
   bool readable = false;
-  if (source && err->error == ENOTCONN && !Readable(fd, &readable, err))
+  if (source && err->error == ENOTCONN && !HasBytesOrEof(fd, &readable, err))
     return false;
   return readable;
 }

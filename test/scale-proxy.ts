@@ -25,7 +25,8 @@ process.on('message', () => {
   globalThis.gc?.()
   process.send!({
     live,
-    fds: fs.readdirSync('/proc/self/fd').length,
+    // Less those the engine keeps for itself (workers, pooled pipes), as helpers.openFds.
+    fds: fs.readdirSync('/proc/self/fd').length - (native?.stats().descriptors ?? 0),
     rss: process.memoryUsage().rss,
     engine: native?.stats() ?? null
   })
