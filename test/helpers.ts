@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict'
 import crypto from 'node:crypto'
-import { execFile } from 'node:child_process'
 import { once } from 'node:events'
 import fs from 'node:fs'
 import net from 'node:net'
@@ -8,6 +7,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { type BackendName, backends, splice } from '../lib/index.js'
 import { loadError, native } from '../lib/native.js'
+import { start } from './child.js'
 
 /** Runs `suite` once per backend; one the host lacks is skipped, with why. */
 export function eachBackend (title: string, suite: (backend: BackendName) => void): void {
@@ -198,13 +198,9 @@ export const cli = path.join(__dirname, '..', 'lib', 'cli.js')
 
 export interface Ran { code: number | null, stdout: string, stderr: string }
 
-/** Runs Node with `args` to its end; `code` is null when a signal killed it. */
-function runNode (args: string[], timeout: number): Promise<Ran> {
-  return new Promise(resolve => {
-    execFile(process.execPath, args, { timeout }, (err, stdout, stderr) => {
-      resolve({ code: err ? (err as { code?: number | null }).code ?? null : 0, stdout, stderr })
-    })
-  })
+/** Runs Node with `args` to its end; `code` is null when it was killed. */
+function runNode (args: string[], ms: number): Promise<Ran> {
+  return start(['node', ...args], { ms }).done
 }
 
 /** Runs `sosplice ...args` to its end. */
