@@ -194,7 +194,7 @@ export async function eventually (check: () => boolean, ms = 5000): Promise<bool
 }
 
 /** The package's command line, as `sosplice` would run it. */
-export const cli = path.join(__dirname, '..', 'lib', 'cli.js')
+export const cli = path.join(__dirname, '..', 'lib', 'cli', 'index.js')
 
 export interface Ran { code: number | null, stdout: string, stderr: string }
 

@@ -1,11 +1,11 @@
 import { once } from 'node:events'
 import net from 'node:net'
 import { finished } from 'node:stream'
-import { type BackendName, backends } from './backends.js'
-import { fail, parseAddress, parseOptions, parseSize, parseWhole } from './cli-args.js'
-import { maxIdle } from './options.js'
-import { proxy } from './proxy.js'
-import type { SpliceOptions } from './splice.js'
+import { type BackendName, backends } from '../backends.js'
+import { fail, parseAddress, parseOptions, parseSize, parseWhole } from './args.js'
+import { maxIdle } from '../options.js'
+import { proxy } from '../proxy.js'
+import type { SpliceOptions } from '../splice.js'
 
 export const usage = `Usage: sosplice proxy --listen [HOST:]PORT --to HOST:PORT [options]
 

@@ -1,9 +1,9 @@
 import { writeFileSync } from 'node:fs'
 import os from 'node:os'
-import { backends } from './backends.js'
-import { bench, type BenchReport, type CaseResult, shortMessage, type Stat } from './bench.js'
+import { backends } from '../backends.js'
+import { bench, type BenchReport, type CaseResult, shortMessage, type Stat } from './bench-runner.js'
 import { chart } from './bench-svg.js'
-import { fail, formatSize, parseOptions, parseSize, parseWhole } from './cli-args.js'
+import { fail, formatSize, parseOptions, parseSize, parseWhole } from './args.js'
 
 const kernels = () => backends().filter(b => b !== 'userspace')
 const cases = (after: number) =>

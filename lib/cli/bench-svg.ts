@@ -1,4 +1,4 @@
-import type { BenchReport, CaseResult, Stat } from './bench.js'
+import type { BenchReport, CaseResult, Stat } from './bench-runner.js'
 
 // The bench results as a horizontal bar chart in one self-contained SVG:
 // a panel per workload and concurrency, a bar per case at its median, a

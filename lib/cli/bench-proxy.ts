@@ -1,6 +1,6 @@
 import net from 'node:net'
-import { parseSize } from './cli-args.js'
-import { proxy } from './proxy.js'
+import { parseSize } from './args.js'
+import { proxy } from '../proxy.js'
 
 // The proxy under test, in a process of its own so that its CPU time is
 // measured apart from the peers'. Started by bench.ts with the case and the

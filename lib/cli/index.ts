@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { UsageError } from './cli-args.js'
+import { UsageError } from './args.js'
 
 // `sosplice <command>`: each command lives in its own module and exports
 // its usage text and a main(args) that resolves to the exit code.
@@ -10,8 +10,8 @@ interface Command {
 }
 
 const commands: Record<string, () => Command> = {
-  bench: () => require('./cli-bench.js'),
-  proxy: () => require('./cli-proxy.js')
+  bench: () => require('./bench.js'),
+  proxy: () => require('./proxy.js')
 }
 
 const usage = `Usage: sosplice <command> [options]
