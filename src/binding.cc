@@ -4,9 +4,9 @@
 
 #include <climits>
 #include <cmath>
-#include <mutex>
 #include <string>
 
+#include "end_channel.h"
 #include "errno_error.h"
 #include "posix.h"
 #include "splice.h"
@@ -16,31 +16,10 @@ namespace {
 
 struct Addon {
   std::unique_ptr<Engine, void (*)(Engine*)> engine = CreateEngine();
+  std::shared_ptr<EndChannel> channel;
 };
 
-struct Handle;
 using HandleRef = std::shared_ptr<Handle>;
-
-// An ended splice on its way from an engine thread to the main thread.
-struct Delivery {
-  std::weak_ptr<Handle> handle;  // JavaScript may have dropped it meanwhile
-  Result result;
-};
-
-void DeliverEnd(Napi::Env env, Napi::Function on_end, std::nullptr_t*,
-                Delivery* delivery);
-
-// Typed, so that DeliverEnd is also called for the deliveries still queued
-// when the environment is torn down (with no env), and can free them.
-using EndFunction =
-    Napi::TypedThreadSafeFunction<std::nullptr_t, Delivery, DeliverEnd>;
-
-// What a JavaScript handle refers to.
-struct Handle {
-  std::shared_ptr<Splice> splice;
-  EndFunction tsfn;
-  bool live = true;  // main thread only: false once the end was delivered
-};
 
 HandleRef& Unwrap(const Napi::CallbackInfo& info) {
   if (!info[0].IsExternal())
@@ -68,70 +47,6 @@ int Descriptor(const Napi::Value& v, const char* name, const char* syscall) {
   return static_cast<int>(fd);
 }
 
-// Whether a splice's thread-safe function may still be called.
-struct Gate {
-  std::mutex mutex;
-  bool open = true;
-};
-
-// Takes a splice's end to JavaScript. It refers to the handle weakly: the
-// handle holds the splice, which holds this, and a cycle would keep a splice
-// that never ran (and its descriptors) alive forever.
-struct EndSender {
-  EndSender(EndFunction tsfn, std::weak_ptr<Handle> handle,
-            std::shared_ptr<Gate> gate)
-      : tsfn(tsfn), handle(std::move(handle)), gate(std::move(gate)) {}
-  EndSender(const EndSender&) = delete;
-  EndSender& operator=(const EndSender&) = delete;
-
-  EndFunction tsfn;
-  std::weak_ptr<Handle> handle;
-  std::shared_ptr<Gate> gate;
-  bool sent = false;
-
-  void Send(Result&& result) {
-    std::lock_guard<std::mutex> lock(gate->mutex);
-    sent = true;
-    if (!gate->open) return;
-    auto* d = new Delivery{handle, std::move(result)};
-    if (tsfn.NonBlockingCall(d) != napi_ok) delete d;
-    tsfn.Release();
-  }
-
-  // Destroyed unsent (the splice never ran, or the engine went first): the
-  // thread-safe function must still be released, or it keeps Node running.
-  ~EndSender() {
-    std::lock_guard<std::mutex> lock(gate->mutex);
-    if (!sent && gate->open) tsfn.Release();
-  }
-};
-
-void DeliverEnd(Napi::Env env, Napi::Function on_end, std::nullptr_t*,
-                Delivery* delivery) {
-  std::unique_ptr<Delivery> d(delivery);
-  Result* r = &d->result;
-  if (HandleRef handle = d->handle.lock()) handle->live = false;
-  if (env == nullptr) return;  // the environment is shutting down
-  // No C++ exception may leave this callback (nothing above it catches).
-  // lib/ turns its own exceptions into uncaught ones before they get here;
-  // what remains is JavaScript that can no longer run (the environment is
-  // exiting), and that is left pending for Node to drop.
-  try {
-    Napi::Value error = env.Undefined();
-    if (r->reason == kError)
-      error = ErrnoError(env, r->error, r->syscall).Value();
-    Napi::Value residual = env.Undefined();
-    if (!r->residual.empty())
-      residual = Napi::Buffer<char>::Copy(env, r->residual.data(),
-                                          r->residual.size());
-    on_end.Call({Napi::Number::New(env, static_cast<double>(r->bytes)),
-                 Napi::Number::New(env, r->reason), error, residual});
-  } catch (const Napi::Error& e) {
-    // The C call, which reports rather than throws when it cannot.
-    napi_throw(env, e.Value());
-  }
-}
-
 // start(sourceFd, drainFd, max, idleMs, returnResidual,
 //       onEnd(bytes, reason, error, residual)): validates and holds; run() starts
 // the moving.
@@ -146,29 +61,20 @@ Napi::Value StartSplice(const Napi::CallbackInfo& info) {
   if (!info[5].IsFunction())
     throw Napi::TypeError::New(env, "onEnd must be a function");
 
-  auto handle = std::make_shared<Handle>();
-  // When the environment is torn down Node frees the thread-safe function
-  // even while a worker still holds it; its finalizer shuts the gate first.
-  auto gate = std::make_shared<Gate>();
-  handle->tsfn = EndFunction::New(
-      env, info[5].As<Napi::Function>(), "sosplice", 0, 1, nullptr,
-      [gate](Napi::Env, void*, std::nullptr_t*) {
-        std::lock_guard<std::mutex> lock(gate->mutex);
-        gate->open = false;
-      });
-  auto sender = std::make_shared<EndSender>(handle->tsfn, handle, gate);
-  EndCallback on_end = [sender](Result&& result) {
-    sender->Send(std::move(result));
-  };
-
-  SysError err;
   Addon* addon = env.GetInstanceData<Addon>();
-  // On failure on_end is gone with the splice, and the function released.
-  handle->splice =
-      Start(*addon->engine, source, drain, options, std::move(on_end), &err);
+  auto handle = std::make_shared<Handle>();
+  handle->channel = addon->channel;
+  SysError err;
+  handle->splice = Start(*addon->engine, source, drain, options,
+                         addon->channel->For(handle), &err);
   if (!handle->splice) throw ErrnoError(env, err.error, err.syscall);
+  handle->on_end = Napi::Persistent(info[5].As<Napi::Function>());
+  addon->channel->Hold(env, *handle);
   return Napi::External<HandleRef>::New(
-      env, new HandleRef(handle), [](Napi::Env, HandleRef* h) { delete h; });
+      env, new HandleRef(handle), [](Napi::Env env, HandleRef* h) {
+        (*h)->channel->Forget(env, **h);
+        delete h;
+      });
 }
 
 Napi::Value RunSplice(const Napi::CallbackInfo& info) {
@@ -196,12 +102,7 @@ Napi::Value SpliceBytes(const Napi::CallbackInfo& info) {
 // ref(handle, on): whether a live splice keeps the event loop alive.
 Napi::Value RefSplice(const Napi::CallbackInfo& info) {
   HandleRef& h = Unwrap(info);
-  if (h->live) {
-    if (info[1].ToBoolean())
-      h->tsfn.Ref(info.Env());
-    else
-      h->tsfn.Unref(info.Env());
-  }
+  h->channel->Ref(info.Env(), *h, info[1].ToBoolean());
   return info.Env().Undefined();
 }
 
@@ -236,7 +137,9 @@ Napi::Value Identity(const Napi::CallbackInfo& info) {
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  env.SetInstanceData(new Addon());
+  auto* addon = new Addon();
+  addon->channel = EndChannel::New(env);
+  env.SetInstanceData(addon);
   exports.Set("backend", Napi::String::New(env, BackendName()));
   exports.Set("start", Napi::Function::New(env, StartSplice));
   exports.Set("run", Napi::Function::New(env, RunSplice));

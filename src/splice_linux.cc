@@ -455,12 +455,16 @@ Worker::~Worker() {
   CloseFd(epoll_);
 }
 
+// Only the first command into an empty inbox wakes the worker: it takes the
+// whole inbox at once, so later ones ride on that wake-up.
 void Worker::Post(Command command) {
+  bool was_empty;
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    was_empty = inbox_.empty();
     inbox_.push_back(std::move(command));
   }
-  Wake(wake_);
+  if (was_empty) Wake(wake_);
 }
 
 void Worker::Run() {
