@@ -33,6 +33,7 @@ export interface NativeStats {
 
 export interface NativeBinding {
   readonly backend: 'pipe' | 'so_splice'
+  /** Holds the sockets (and keeps the loop alive) until run() or stop(): call one of them. */
   start (sourceFd: number, drainFd: number, max: number, idle: number,
     returnResidual: boolean, onEnd: NativeEnd): NativeHandle
   run (handle: NativeHandle): void

@@ -10,8 +10,11 @@ import { Reason } from './native.js'
  * `after` bytes never reaches the kernel. `first` ends with reason Max at
  * `after`, leaving any bytes past it in the source for `then` to deliver
  * first. `check` throws at once for sockets `then` could never take; if
- * `then` refuses them at the hand-over all the same, `first` goes on.
+ * `then` refuses them at the hand-over for want of resources or for their
+ * state, `first` goes on.
  */
+const fallbackCodes = new Set(['EMFILE', 'ENFILE', 'ENOMEM', 'EAGAIN', 'ENOTCONN'])
+
 export function stagedMover (first: StartMover, then: StartMover, after: number,
   check: (source: net.Socket, drain: net.Socket) => void): StartMover {
   return (source, drain, max, idle, onEnd) => {
@@ -27,9 +30,13 @@ export function stagedMover (first: StartMover, then: StartMover, after: number,
       const onRest = (last: MoverEnd) => onEnd({ ...last, bytes: earlier + last.bytes })
       try {
         current = then(source, drain, rest, idle, onRest)
-      } catch {
-        // Refused (short of descriptors, or a socket state the check cannot
-        // see): the sockets are Node's again, and `first` moves the rest.
+      } catch (error) {
+        // Refused for want of resources, or for a socket state the check
+        // cannot see: the sockets are Node's again, and `first` moves the
+        // rest. Anything else (a socket another splice holds) ends it here.
+        if (!fallbackCodes.has((error as NodeJS.ErrnoException).code!)) {
+          return onEnd({ bytes: earlier, reason: Reason.Error, error: error as Error })
+        }
         current = first(source, drain, rest, idle, onRest)
       }
       if (!refed) current.ref(false)

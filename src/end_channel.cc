@@ -54,13 +54,12 @@ void EndChannel::Deliver(Napi::Env env, Napi::Function, EndChannel* channel,
   for (size_t i = 0; i < batch.size(); i++) {
     std::shared_ptr<Handle> handle = batch[i].handle.lock();
     if (!handle || !handle->live) continue;  // dropped: nobody to tell
-    channel->Forget(env, *handle);
-    Napi::FunctionReference on_end = std::move(handle->on_end);
     Result& r = batch[i].result;
     // No C++ exception may leave this callback (nothing above it catches).
     // lib/ turns its own exceptions into uncaught ones before they get here;
     // what remains is JavaScript that can no longer run (the environment is
-    // exiting), and that is left pending for Node to drop.
+    // exiting), and that is left pending for Node to drop. An end whose
+    // arguments could not be made stays queued, with the ones after it.
     try {
       Napi::Value error = env.Undefined();
       if (r.reason == kError) error = ErrnoError(env, r.error, r.syscall).Value();
@@ -68,11 +67,19 @@ void EndChannel::Deliver(Napi::Env env, Napi::Function, EndChannel* channel,
       if (!r.residual.empty())
         residual = Napi::Buffer<char>::Copy(env, r.residual.data(),
                                             r.residual.size());
-      on_end.Call({Napi::Number::New(env, static_cast<double>(r.bytes)),
-                   Napi::Number::New(env, r.reason), error, residual});
-    } catch (const Napi::Error& e) {
-      channel->Requeue(batch, i + 1);
-      napi_throw(env, e.Value());
+      channel->Forget(env, *handle);
+      Napi::FunctionReference on_end = std::move(handle->on_end);
+      try {
+        on_end.Call({Napi::Number::New(env, static_cast<double>(r.bytes)),
+                     Napi::Number::New(env, r.reason), error, residual});
+      } catch (const Napi::Error& e) {
+        channel->Requeue(batch, i + 1);
+        napi_throw(env, e.Value());
+        return;
+      }
+    } catch (const std::exception&) {
+      // Napi::Error too: no memory for the arguments; try again later.
+      channel->Requeue(batch, i);
       return;
     }
   }

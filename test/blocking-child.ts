@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import { splice } from '../lib/index.js'
 import { native, type NativeHandle, Reason } from '../lib/native.js'
-import { receive, rig, send, sleep } from './helpers.js'
+import { eventually, receive, rig, send, within } from './helpers.js'
 
 // Run by blocking.test.ts with a TCP socket as its stdin (the source) and
 // another as its stdout (the drain): libuv makes descriptors 0 to 2 blocking
@@ -20,18 +20,6 @@ function blocking (fd: number): boolean {
   return (parseInt(flags, 8) & 0o4000) === 0
 }
 
-function within<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const late = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)
-  })
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer))
-}
-
-async function until (check: () => boolean) {
-  while (!check()) await sleep(5)
-}
-
 function start (idle: number) {
   let handle!: NativeHandle
   const end = new Promise<{ bytes: number, reason: Reason }>(resolve => {
@@ -47,7 +35,7 @@ async function main () {
   const first = start(2000)
   let ended = false
   first.end.then(() => { ended = true })
-  await within(until(() => addon.bytes(first.handle) === FIRST), 5000, 'the first part')
+  assert.ok(await eventually(() => addon.bytes(first.handle) === FIRST, 5000), 'the first part')
   // Meanwhile splices of other sockets move their bytes, some on the same worker.
   const rigs = await Promise.all([1, 2, 3, 4].map(() => rig()))
   const others = await within(Promise.all(rigs.map(async (r, i) => {
@@ -63,7 +51,7 @@ async function main () {
   // The second part: moved, then unspliced.
   const second = start(0)
   console.error('more')
-  await within(until(() => addon.bytes(second.handle) === SECOND), 5000, 'the second part')
+  assert.ok(await eventually(() => addon.bytes(second.handle) === SECOND, 5000), 'the second part')
   addon.stop(second.handle, Reason.Unsplice)
   const unsplice = await within(second.end, 5000, 'the unsplice')
   console.error(JSON.stringify({ before, idle, others: others.length, othersWhileIdle, unsplice, after: [blocking(0), blocking(1)] }))
