@@ -1,10 +1,5 @@
-import type net from 'node:net'
 import { invalidArgValue, systemError } from './errors.js'
-import { handleKind } from './handover.js'
-import { kernelMover } from './kernel-mover.js'
-import type { StartMover } from './mover.js'
-import { loadError, native } from './native.js'
-import { userspaceMover } from './userspace-mover.js'
+import { loadError, native, type NativeBinding } from './native.js'
 
 export type BackendName = 'so_splice' | 'pipe' | 'userspace'
 
@@ -17,33 +12,22 @@ export function backends (): BackendName[] {
 
 export interface Backend {
   name: BackendName
-  start: StartMover
-  /** Throws at once what `start` would refuse (kernel backends). */
-  check?: (source: net.Socket, drain: net.Socket) => void
-}
-
-const userspace: Backend = { name: 'userspace', start: userspaceMover }
-const kernel: Backend | undefined = native && {
-  name: native.backend,
-  start: kernelMover(native),
-  // Run for every staged splice, so no system call: a TCP socket and a Unix
-  // one are never spliced together; the addon checks the rest as it starts.
-  check: (source, drain) => {
-    if (handleKind(source) !== handleKind(drain)) {
-      throw systemError('EPROTONOSUPPORT', 'splice', `a ${handleKind(source)} source and a ${handleKind(drain)} drain`)
-    }
-  }
+  /** The addon, for a kernel backend; userspace copies in JavaScript. */
+  native?: NativeBinding
+  /** Chosen by `'auto'` rather than asked for by name. */
+  auto: boolean
 }
 
 export function pickBackend (name: unknown = 'auto'): Backend {
-  if (name === 'auto') name = backends()[0]
+  const auto = name === 'auto'
+  if (auto) name = backends()[0]
   if (typeof name !== 'string' || !names.includes(name)) {
     throw invalidArgValue('options.backend', `must be 'auto' or one of ${names.join(', ')}`, name)
   }
-  if (name === 'userspace') return userspace
-  if (!kernel || kernel.name !== name) {
+  if (name === 'userspace') return { name, auto }
+  if (!native || native.backend !== name) {
     const why = native ? `this host has ${native.backend}` : `the addon did not load: ${loadError?.message}`
     throw systemError('EPROTONOSUPPORT', 'splice', `backend ${name} is not available (${why})`)
   }
-  return kernel
+  return { name: native.backend, native, auto }
 }

@@ -1,5 +1,5 @@
 import { systemError } from './errors.js'
-import { native, type NativeHandle, Reason } from './native.js'
+import { Flag, native, type NativeHandle, Reason } from './native.js'
 import { checkFd, checkLimits, type Limits } from './options.js'
 import { type EndReason, reasonNames } from './splice.js'
 
@@ -68,7 +68,7 @@ export function setSplice (sourceFd: number, drainFd: number, options?: Limits):
   if (current && !current.result) throw systemError('EBUSY', 'setsockopt', 'the source is already spliced')
   let settle!: (result: FdSpliceResult) => void
   const done = new Promise<FdSpliceResult>(resolve => { settle = resolve })
-  const handle = binding.start(sourceFd, drainFd, max, idle, true, (bytes, reason, error, residual) => {
+  const handle = binding.start(sourceFd, drainFd, max, 0, idle, Flag.Flow0 | Flag.Residual, (_, bytes, reason, error, residual) => {
     entry.result = { bytes, reason: reasonNames[reason], residual: residual ?? Buffer.alloc(0) }
     if (error) entry.result.error = error
     settle(entry.result)
@@ -84,5 +84,5 @@ export function getSplice (sourceFd: number): number {
   checkFd('sourceFd', sourceFd)
   const entry = entryOf(sourceFd)
   if (!entry) return 0
-  return entry.result?.bytes ?? addon().bytes(entry.handle)
+  return entry.result?.bytes ?? addon().bytes(entry.handle, 0)
 }

@@ -38,10 +38,12 @@ export interface Hold {
   release (): void
 }
 
-/** Stops Node reading `socket` until the hold is released. */
-export function holdReading (socket: net.Socket): Hold {
+/**
+ * Stops Node reading `socket` until the hold is released, which gives it
+ * back in the `flowing` state (see restoreFlowing).
+ */
+export function holdReading (socket: net.Socket, flowing = socket.readableFlowing): Hold {
   const s = internals(socket)
-  const flowing = socket.readableFlowing
   socket.pause()
   // pause() alone leaves libuv reading until Node's buffer is full.
   const handle = s._handle
@@ -77,11 +79,9 @@ export function restoreFlowing (socket: net.Socket, flowing: boolean | null): vo
   else (socket as { readableFlowing: boolean | null }).readableFlowing = null
 }
 
-/** Takes up to `limit` bytes (all when 0) that Node has already read. */
-export function takeBuffered (socket: net.Socket, limit: number): Buffer {
-  const n = limit > 0 ? Math.min(limit, socket.readableLength) : socket.readableLength
-  if (n === 0) return Buffer.alloc(0)
-  return socket.read(n) as Buffer
+/** Takes the first `n` of the bytes Node has already read. */
+export function takeBuffered (socket: net.Socket, n: number): Buffer {
+  return n === 0 ? Buffer.alloc(0) : socket.read(n) as Buffer
 }
 
 /** Resolves once `chunk` and every write queued before it is flushed. */

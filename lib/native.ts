@@ -3,18 +3,36 @@ import path from 'node:path'
 // The addon's interface (src/binding.cc). It moves bytes and reports ends;
 // everything else is decided in lib/.
 
-/** Why a splice ended; the numbers are src/splice.h's. */
+/** Why a flow ended; the numbers are src/splice.h's. */
 export const enum Reason { Eof = 1, Max = 2, Idle = 3, Unsplice = 4, Error = 5, Close = 6 }
 
+/** start()'s flags; the numbers are src/binding.cc's. */
+export const enum Flag {
+  /** Flow 0 (fd0 into fd1) runs. */
+  Flow0 = 1,
+  Flow1 = 2,
+  /** After flow 0's EOF the engine shuts fd1's write side, where it can (Linux). */
+  End0 = 4,
+  End1 = 8,
+  /** Node sockets, checked in JavaScript: the engine only identifies them. */
+  Checked = 16,
+  /** Bytes in flight at an end come back as `residual`. */
+  Residual = 32,
+  /** Start moving at once, with no run() call. */
+  Run = 64
+}
+
+/** A relay in the engine: one or two flows between two sockets. */
 export type NativeHandle = { readonly __brand: 'sosplice.NativeHandle' }
 
-export type NativeEnd = (bytes: number, reason: Reason, error: Error | undefined,
+/** Called once per flow; with both, an EOF may come with the other flow's end. */
+export type NativeEnd = (flow: 0 | 1, bytes: number, reason: Reason, error: Error | undefined,
   residual: Buffer | undefined) => void
 
 export interface NativeStats {
   workers: number
-  /** Live splices. */
-  splices: number
+  /** Live relays (a splice or a proxied connection each). */
+  relays: number
   /** Idle pipes kept for reuse. */
   pooledPipes: number
   /** Descriptors the engine holds for itself, whatever the splices. */
@@ -33,12 +51,16 @@ export interface NativeStats {
 
 export interface NativeBinding {
   readonly backend: 'pipe' | 'so_splice'
-  /** Holds the sockets (and keeps the loop alive) until run() or stop(): call one of them. */
-  start (sourceFd: number, drainFd: number, max: number, idle: number,
-    returnResidual: boolean, onEnd: NativeEnd): NativeHandle
+  /**
+   * Holds the sockets (and keeps the loop alive) until run() or stop(): call
+   * one of them, unless `flags` has Run. `max0`, `max1`: each flow's limit.
+   */
+  start (fd0: number, fd1: number, max0: number, max1: number, idle: number, flags: number,
+    onEnd: NativeEnd): NativeHandle
   run (handle: NativeHandle): void
+  /** Ends every flow still going. */
   stop (handle: NativeHandle, reason: Reason.Unsplice | Reason.Close): void
-  bytes (handle: NativeHandle): number
+  bytes (handle: NativeHandle, flow: 0 | 1): number
   ref (handle: NativeHandle, on: boolean): void
   stats (): NativeStats
   /** The socket `fd` refers to, as "<st_dev>:<st_ino>": equal for every descriptor of one socket. */

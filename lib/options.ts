@@ -1,13 +1,76 @@
 import net from 'node:net'
 import tls from 'node:tls'
+import { type Backend, type BackendName, pickBackend } from './backends.js'
 import { invalidArgType, outOfRange, systemError } from './errors.js'
-import { handleKind } from './handover.js'
+import { fdOf, handleKind } from './handover.js'
 
 export interface Limits {
   /** Bytes; unsplice after exactly this many. 0 or absent: no limit. */
   max?: number
   /** Milliseconds without a byte moved before unsplicing, at most `maxIdle`. 0 or absent: none. */
   idle?: number
+}
+
+export interface SpliceOptions extends Limits {
+  /** End the drain after the source's EOF, once every byte is in it. Default true. */
+  end?: boolean
+  /** 'auto' (default), 'so_splice', 'pipe' or 'userspace'. */
+  backend?: BackendName | 'auto'
+  /**
+   * Bytes each direction moves in JavaScript before a kernel backend takes
+   * over; a connection that ends sooner never costs a kernel splice. 0:
+   * the kernel from the first byte. Default: `autoSpliceAfter` with
+   * backend 'auto', 0 with a kernel backend named.
+   */
+  spliceAfter?: number
+}
+
+/**
+ * What 'auto' copies in JavaScript before the kernel takes over: below it a
+ * connection costs more to hand to the kernel than to copy (measured with
+ * `sosplice bench --message`, README).
+ */
+export const autoSpliceAfter = 64 * 1024
+
+/** Options parsed and checked, once per relay. */
+export interface RelayOptions {
+  backend: Backend
+  max: number
+  idle: number
+  end: boolean
+  spliceAfter: number
+}
+
+export function relayOptions (options: SpliceOptions | undefined): RelayOptions {
+  const { max, idle } = checkLimits(options)
+  const { end = true, backend: name, spliceAfter } = options ?? {}
+  if (typeof end !== 'boolean') throw invalidArgType('options.end', 'of type boolean', end)
+  const backend = pickBackend(name)
+  return {
+    backend,
+    max,
+    idle,
+    end,
+    spliceAfter: spliceAfter === undefined && backend.auto && backend.native
+      ? autoSpliceAfter
+      : checkCount('spliceAfter', spliceAfter)
+  }
+}
+
+/** Sockets that `backend` can move bytes between, now or once connected. */
+export function checkPair (source: net.Socket, drain: net.Socket, backend: Backend): void {
+  checkSocket('source', source)
+  checkSocket('drain', drain)
+  if (source === drain) throw systemError('EINVAL', 'splice', 'source and drain are the same socket')
+  if (drain.writableEnded) throw systemError('EPIPE', 'splice', 'the drain has been ended: nothing more can be written to it')
+  if (!backend.native) return
+  // Node's Unix socket handle can also carry a pipe or a FIFO, which no
+  // kernel splices: identity() says ENOTSOCK.
+  for (const s of [source, drain]) if (handleKind(s) === 'Pipe' && !s.connecting) backend.native.identity(fdOf(s))
+  // A TCP socket and a Unix one are never spliced together.
+  if (handleKind(source) !== handleKind(drain)) {
+    throw systemError('EPROTONOSUPPORT', 'splice', `a ${handleKind(source)} source and a ${handleKind(drain)} drain`)
+  }
 }
 
 /** The longest `idle`: Node's timers hold no more (about 24.8 days). */
@@ -41,7 +104,7 @@ export function checkFd (name: string, fd: unknown): number {
 }
 
 /** A Node TCP or Unix socket that can be spliced now or once it has connected. */
-export function checkSocket (name: string, socket: unknown): net.Socket {
+export function checkSocket (name: string, socket: unknown): asserts socket is net.Socket {
   if (socket instanceof net.Server) throw systemError('EINVAL', 'splice', `${name} is a listening socket`)
   if (!(socket instanceof net.Socket)) throw invalidArgType(name, 'an instance of net.Socket', socket)
   // The kernel would move ciphertext: there is no kernel TLS in Node.
@@ -61,5 +124,4 @@ export function checkSocket (name: string, socket: unknown): net.Socket {
   if (socket.readableEncoding !== null) {
     throw systemError('EINVAL', 'splice', `${name} has an encoding set: bytes would no longer be bytes`)
   }
-  return socket
 }

@@ -23,7 +23,7 @@ using HandleRef = std::shared_ptr<Handle>;
 
 HandleRef& Unwrap(const Napi::CallbackInfo& info) {
   if (!info[0].IsExternal())
-    throw Napi::TypeError::New(info.Env(), "expected a splice handle");
+    throw Napi::TypeError::New(info.Env(), "expected a relay handle");
   return *info[0].As<Napi::External<HandleRef>>().Data();
 }
 
@@ -47,29 +47,49 @@ int Descriptor(const Napi::Value& v, const char* name, const char* syscall) {
   return static_cast<int>(fd);
 }
 
-// start(sourceFd, drainFd, max, idleMs, returnResidual,
-//       onEnd(bytes, reason, error, residual)): validates and holds; run() starts
-// the moving.
-Napi::Value StartSplice(const Napi::CallbackInfo& info) {
+// start(fd0, fd1, max0, max1, idleMs, flags,
+//       onEnd(flow, bytes, reason, error, residual)): flow 0 moves fd0 into
+// fd1, flow 1 fd1 into fd0; `flags` (kFlag*) says which run and how.
+enum Flag {
+  kFlow0 = 1,
+  kFlow1 = 2,
+  kEnd0 = 4,      // shut fd1's write side after fd0's EOF
+  kEnd1 = 8,      // and fd0's after fd1's
+  kChecked = 16,  // Node sockets, already checked in JavaScript
+  kResidual = 32,
+  kRun = 64,      // start moving now, not at run()
+};
+
+Napi::Value StartRelay(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int source = Descriptor(info[0], "source fd", "splice");
-  int drain = Descriptor(info[1], "drain fd", "splice");
-  Options options;
-  options.max = NonNegative(info[2], "max");
-  options.idle_ms = NonNegative(info[3], "idle");
-  options.return_residual = info[4].ToBoolean();
-  if (!info[5].IsFunction())
+  RelaySpec spec;
+  for (int i = 0; i < 2; i++)
+    spec.fd[i] = Descriptor(info[i], i == 0 ? "fd0" : "fd1", "splice");
+  int64_t idle = NonNegative(info[4], "idle");
+  int64_t flags = NonNegative(info[5], "flags");
+  for (int f = 0; f < 2; f++) {
+    Options& o = spec.flow[f];
+    o.on = flags & (kFlow0 << f);
+    o.max = NonNegative(info[2 + f], f == 0 ? "max0" : "max1");
+    o.idle_ms = idle;
+    o.end = flags & (kEnd0 << f);
+    o.return_residual = flags & kResidual;
+  }
+  spec.checked = flags & kChecked;
+  if (!spec.flow[0].on && !spec.flow[1].on)
+    throw Napi::RangeError::New(env, "flags name no flow");
+  if (!info[6].IsFunction())
     throw Napi::TypeError::New(env, "onEnd must be a function");
 
   Addon* addon = env.GetInstanceData<Addon>();
   auto handle = std::make_shared<Handle>();
   handle->channel = addon->channel;
   SysError err;
-  handle->splice = Start(*addon->engine, source, drain, options,
-                         addon->channel->For(handle), &err);
-  if (!handle->splice) throw ErrnoError(env, err.error, err.syscall);
-  handle->on_end = Napi::Persistent(info[5].As<Napi::Function>());
+  handle->relay = Start(*addon->engine, spec, addon->channel->For(handle), &err);
+  if (!handle->relay) throw ErrnoError(env, err.error, err.syscall);
+  handle->on_end = Napi::Persistent(info[6].As<Napi::Function>());
   addon->channel->Hold(env, *handle);
+  if (flags & kRun) Run(handle->relay);
   return Napi::External<HandleRef>::New(
       env, new HandleRef(handle), [](Napi::Env env, HandleRef* h) {
         (*h)->channel->Forget(env, **h);
@@ -77,30 +97,32 @@ Napi::Value StartSplice(const Napi::CallbackInfo& info) {
       });
 }
 
-Napi::Value RunSplice(const Napi::CallbackInfo& info) {
+Napi::Value RunRelay(const Napi::CallbackInfo& info) {
   HandleRef& h = Unwrap(info);
-  if (h->live) Run(h->splice);
+  if (h->live) Run(h->relay);
   return info.Env().Undefined();
 }
 
 // stop(handle, reason)
-Napi::Value StopSplice(const Napi::CallbackInfo& info) {
+Napi::Value StopRelay(const Napi::CallbackInfo& info) {
   HandleRef& h = Unwrap(info);
   int reason = info[1].As<Napi::Number>().Int32Value();
   if (reason != kUnsplice && reason != kClose)
     throw Napi::RangeError::New(info.Env(), "reason must be unsplice or close");
-  if (h->live) Stop(h->splice, static_cast<Reason>(reason));
+  if (h->live) Stop(h->relay, static_cast<Reason>(reason));
   return info.Env().Undefined();
 }
 
-Napi::Value SpliceBytes(const Napi::CallbackInfo& info) {
+// bytes(handle, flow)
+Napi::Value FlowBytes(const Napi::CallbackInfo& info) {
   HandleRef& h = Unwrap(info);
+  int flow = info[1].ToNumber().Int32Value() == 1 ? 1 : 0;
   return Napi::Number::New(info.Env(),
-                           static_cast<double>(Bytes(*h->splice)));
+                           static_cast<double>(Bytes(*h->relay, flow)));
 }
 
-// ref(handle, on): whether a live splice keeps the event loop alive.
-Napi::Value RefSplice(const Napi::CallbackInfo& info) {
+// ref(handle, on): whether a live relay keeps the event loop alive.
+Napi::Value RefRelay(const Napi::CallbackInfo& info) {
   HandleRef& h = Unwrap(info);
   h->channel->Ref(info.Env(), *h, info[1].ToBoolean());
   return info.Env().Undefined();
@@ -111,7 +133,7 @@ Napi::Value EngineStats(const Napi::CallbackInfo& info) {
   Stats stats = GetStats(*env.GetInstanceData<Addon>()->engine);
   Napi::Object out = Napi::Object::New(env);
   out.Set("workers", stats.workers);
-  out.Set("splices", stats.splices);
+  out.Set("relays", stats.relays);
   out.Set("pooledPipes", stats.pooled_pipes);
   out.Set("descriptors", stats.descriptors);
   out.Set("pipes", stats.pipes);
@@ -141,11 +163,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   addon->channel = EndChannel::New(env);
   env.SetInstanceData(addon);
   exports.Set("backend", Napi::String::New(env, BackendName()));
-  exports.Set("start", Napi::Function::New(env, StartSplice));
-  exports.Set("run", Napi::Function::New(env, RunSplice));
-  exports.Set("stop", Napi::Function::New(env, StopSplice));
-  exports.Set("bytes", Napi::Function::New(env, SpliceBytes));
-  exports.Set("ref", Napi::Function::New(env, RefSplice));
+  exports.Set("start", Napi::Function::New(env, StartRelay));
+  exports.Set("run", Napi::Function::New(env, RunRelay));
+  exports.Set("stop", Napi::Function::New(env, StopRelay));
+  exports.Set("bytes", Napi::Function::New(env, FlowBytes));
+  exports.Set("ref", Napi::Function::New(env, RefRelay));
   exports.Set("stats", Napi::Function::New(env, EngineStats));
   exports.Set("identity", Napi::Function::New(env, Identity));
   return exports;

@@ -67,11 +67,16 @@ void EndChannel::Deliver(Napi::Env env, Napi::Function, EndChannel* channel,
       if (!r.residual.empty())
         residual = Napi::Buffer<char>::Copy(env, r.residual.data(),
                                             r.residual.size());
-      channel->Forget(env, *handle);
-      Napi::FunctionReference on_end = std::move(handle->on_end);
+      Napi::FunctionReference on_end;
+      if (r.last) {
+        channel->Forget(env, *handle);
+        on_end = std::move(handle->on_end);
+      }
+      Napi::FunctionReference& call = r.last ? on_end : handle->on_end;
       try {
-        on_end.Call({Napi::Number::New(env, static_cast<double>(r.bytes)),
-                     Napi::Number::New(env, r.reason), error, residual});
+        call.Call({Napi::Number::New(env, r.flow),
+                   Napi::Number::New(env, static_cast<double>(r.bytes)),
+                   Napi::Number::New(env, r.reason), error, residual});
       } catch (const Napi::Error& e) {
         channel->Requeue(batch, i + 1);
         napi_throw(env, e.Value());

@@ -1,8 +1,8 @@
 // The engine's ends, carried from its threads to the main thread: one
 // thread-safe function per environment, called once for every batch of ends
 // that piled up meanwhile, rather than one function and one thread hop per
-// splice. It keeps the event loop alive while any splice that asked to
-// (ref) is live.
+// relay. It keeps the event loop alive while any relay that asked to (ref)
+// is live.
 #pragma once
 
 #include <napi.h>
@@ -17,12 +17,12 @@ namespace sosplice {
 
 class EndChannel;
 
-// What a JavaScript splice handle refers to. Main thread only.
+// What a JavaScript relay handle refers to. Main thread only.
 struct Handle {
-  std::shared_ptr<Splice> splice;
-  Napi::FunctionReference on_end;  // onEnd(bytes, reason, error, residual)
+  std::shared_ptr<Relay> relay;
+  Napi::FunctionReference on_end;  // onEnd(flow, bytes, reason, error, residual)
   std::shared_ptr<EndChannel> channel;
-  bool live = true;   // false once its end was delivered, or it was dropped
+  bool live = true;   // false once its last end was delivered, or it was dropped
   bool refed = true;  // counts towards keeping the loop alive while live
 };
 
@@ -30,7 +30,7 @@ class EndChannel : public std::enable_shared_from_this<EndChannel> {
  public:
   static std::shared_ptr<EndChannel> New(Napi::Env env);
 
-  // The engine's callback for `handle`'s splice: queues its end, on any thread.
+  // The engine's callback for `handle`'s relay: queues its ends, on any thread.
   EndCallback For(const std::shared_ptr<Handle>& handle);
 
   // Main thread. A handle that started counts until its end is delivered,

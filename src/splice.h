@@ -9,7 +9,7 @@
 
 namespace sosplice {
 
-// Why a splice ended. The numbers are shared with lib/native.ts.
+// Why a flow ended. The numbers are shared with lib/native.ts.
 enum Reason : int {
   kEof = 1,       // the source reached end of file
   kMax = 2,       // `max` bytes were moved
@@ -19,16 +19,34 @@ enum Reason : int {
   kClose = 6,     // one of the sockets was closed from JavaScript
 };
 
+// One direction of a relay: flow 0 moves socket 0 into socket 1, flow 1
+// socket 1 into socket 0.
 struct Options {
+  bool on = false;
   int64_t max = 0;      // 0: no limit
   int64_t idle_ms = 0;  // 0: no idle timeout
-  // Whether bytes still in flight when the splice ends (idle, close, or an
+  // After the source's EOF, shut the drain's write side (where the engine
+  // can: Linux). JavaScript ends the drain in Node either way.
+  bool end = false;
+  // Whether bytes still in flight when the flow ends (idle, close, or an
   // unsplice the drain does not take at once) come back in
   // Result::residual. Without it they are first delivered to the drain.
   bool return_residual = true;
 };
 
+// Two sockets and the flows between them: one flow for a splice, two for a
+// proxied connection, which then costs one registration, not two.
+struct RelaySpec {
+  int fd[2] = {-1, -1};
+  Options flow[2];
+  // The caller knows both are connected stream sockets of one kind (Node's
+  // TCP or Unix sockets): only their identity is looked up.
+  bool checked = false;
+};
+
 struct Result {
+  int flow = 0;
+  bool last = true;            // no flow of the relay is left after this one
   int64_t bytes = 0;           // bytes written to the drain by the engine
   Reason reason = kEof;
   int error = 0;               // errno, for kError
@@ -42,19 +60,20 @@ struct SysError {
   const char* syscall = "";
 };
 
-// Called once, on an engine thread, when a splice has ended and every
-// descriptor the engine held for it is closed. It is destroyed without being
-// called when the splice never ran, or when the engine is destroyed first.
+// Called once per flow, on an engine thread, when it has ended; with `last`
+// set, every descriptor the engine held for the relay is closed. It is
+// destroyed without being called when the relay never ran, or when the
+// engine is destroyed first.
 using EndCallback = std::function<void(Result&&)>;
 
-class Splice;
+class Relay;
 class Engine;
 
 struct Stats {
   int workers = 0;
-  int splices = 0;       // live splices
+  int relays = 0;        // live relays
   int pooled_pipes = 0;  // idle pipes kept for reuse (two descriptors each)
-  int descriptors = 0;   // held by the engine itself, whatever the splices
+  int descriptors = 0;   // held by the engine itself, whatever the relays
   // Linux: the pipes held, in use or pooled, and their sizes.
   int pipes = 0;
   int64_t pipe_bytes = 0;         // their capacity
@@ -66,17 +85,17 @@ struct Stats {
 std::unique_ptr<Engine, void (*)(Engine*)> CreateEngine();
 const char* BackendName();
 
-// Validates both descriptors and duplicates them; moves nothing until Run().
-// On failure returns null and fills *err; nothing is left open.
-std::shared_ptr<Splice> Start(Engine& engine, int source, int drain,
-                              const Options& options, EndCallback on_end,
-                              SysError* err);
-void Run(const std::shared_ptr<Splice>& splice);
-// Asks the splice to end with kUnsplice (after what is in flight has reached
-// the drain, or with it as residual) or kClose (at once); a no-op once it
-// has ended. Main thread.
-void Stop(const std::shared_ptr<Splice>& splice, Reason reason);
-int64_t Bytes(const Splice& splice);
+// Validates the descriptors and duplicates them (one duplicate per socket);
+// moves nothing until Run(). On failure returns null and fills *err; nothing
+// is left open.
+std::shared_ptr<Relay> Start(Engine& engine, const RelaySpec& spec,
+                             EndCallback on_end, SysError* err);
+void Run(const std::shared_ptr<Relay>& relay);
+// Asks every flow still going to end with kUnsplice (after what is in flight
+// has reached the drain, or with it as residual) or kClose (at once); a
+// no-op once the relay has ended. Main thread.
+void Stop(const std::shared_ptr<Relay>& relay, Reason reason);
+int64_t Bytes(const Relay& relay, int flow);
 Stats GetStats(Engine& engine);
 
 }  // namespace sosplice

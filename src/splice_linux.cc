@@ -1,7 +1,8 @@
 // The Linux `pipe` backend: splice(2) socket -> pipe -> socket, driven by
-// worker threads with one epoll loop each. A splice is assigned to a worker
-// when it starts and stays there (FreeBSD's design): the least loaded one,
-// or the one already moving bytes through either of its sockets.
+// worker threads with one epoll loop each. A relay (one or both directions
+// between two sockets) is assigned to a worker when it starts and stays
+// there (FreeBSD's design): the least loaded one, or the one already moving
+// bytes through either of its sockets.
 #include "posix.h"
 #include "splice.h"
 
@@ -46,13 +47,13 @@ struct Pipe {
   bool grow = true;  // false once the kernel refused to grow it
 };
 
-// A socket held by live splices, as source, drain or both.
+// A socket held by live flows, as source, drain or both.
 struct Claim {
   bool source = false;
   bool drain = false;
-  int worker = 0;  // where its splices run
+  int worker = 0;  // where its flows run
   bool made_nonblocking = false;  // by the engine, to be undone at the end
-  bool reset = false;  // a splice writing into it met ECONNRESET
+  bool reset = false;  // a flow writing into it met ECONNRESET
 };
 
 // Half the per-user pipe limit, in bytes: the user's other pipes, in this
@@ -71,32 +72,33 @@ int64_t PipeBudget() {
 
 }  // namespace
 
-class Splice;
+class Relay;
 
-// What the workers and the splices share, engine-wide: the sockets in use
-// and the pipe budget. Every splice holds it, so it outlives the engine while
-// a splice does (one that never ran, still held by JavaScript).
+// What the workers and the relays share, engine-wide: the sockets in use
+// and the pipe budget. Every relay holds it, so it outlives the engine while
+// a relay does (one that never ran, still held by JavaScript).
 class Shared {
  public:
   // Sockets and loads, under the mutex.
   std::mutex mutex;
   std::map<SocketId, Claim> claims;
-  std::vector<int> loads;  // live splices per worker
+  std::vector<int> loads;  // live relays per worker
 
-  // Records `fd`'s socket in one more role. The first splice to hold a
-  // blocking socket makes it non-blocking: splice(2) would block the worker.
-  bool Join(const SocketId& id, int fd, bool Claim::*role, int worker,
+  // Records `fd`'s socket in its roles. The first flow to hold a blocking
+  // socket makes it non-blocking: splice(2) would block the worker.
+  bool Join(const SocketId& id, int fd, bool source, bool drain, int worker,
             SysError* err);
-  // Undoes Join; the last splice to leave restores the blocking mode.
+  // Undoes Join for one role; the last role to leave restores the blocking
+  // mode.
   bool Leave(const SocketId& id, int fd, bool Claim::*role, SysError* err);
 
   // A socket has one pending error, and the first call to meet it takes it:
-  // when a splice writing into a reset socket takes the ECONNRESET, the
-  // splice reading from it would see a plain EOF. The writer records the
-  // reset here for the reader, which runs on the same worker (see Place), so
-  // the record is always made before the reader looks. The writer may see
-  // only EPIPE: a splice(2) that wrote some bytes before meeting the reset
-  // returns their count, and the ECONNRESET it took is lost.
+  // when a flow writing into a reset socket takes the ECONNRESET, the flow
+  // reading from it would see a plain EOF. The writer records the reset here
+  // for the reader, which runs on the same worker (see Place), so the record
+  // is always made before the reader looks. The writer may see only EPIPE: a
+  // splice(2) that wrote some bytes before meeting the reset returns their
+  // count, and the ECONNRESET it took is lost.
   void MarkReset(const SocketId& id);
   bool WasReset(const SocketId& id);
 
@@ -116,45 +118,66 @@ class Shared {
 
 class Worker;
 
-class Splice {
- public:
-  explicit Splice(std::shared_ptr<Shared> shared) : shared(std::move(shared)) {}
-  ~Splice() { Release(); }
+// One of the relay's two sockets, as its epoll registration sees it.
+struct Side {
+  int fd = -1;  // our duplicate: Node may close or reuse its own
+  SocketId id;
+  Relay* relay = nullptr;
+  int index = 0;
+  bool registered = false;  // in the worker's epoll set
+};
 
-  // Gives the sockets back, in their blocking mode, and closes every
-  // descriptor the splice still holds. Run by whoever owns the splice: the
-  // main thread until Run() or Stop(), then its worker. Reports a failure to
-  // restore a blocking mode.
-  SysError Release();
-
-  const std::shared_ptr<Shared> shared;
-  int source = -1;  // our duplicates: Node may close or reuse its own
-  int drain = -1;
-  SocketId source_id;
-  SocketId drain_id;
+// One direction: side `i` into side `1 - i`.
+struct Flow {
   Options options;
-  EndCallback on_end;
-  Worker* worker = nullptr;
-  int worker_index = -1;  // >= 0 while its sockets are claimed
-  bool running = false;   // main thread: handed to the worker
-
+  bool claimed = false;  // holds its sockets' source and drain roles
   // Touched only by the worker thread.
   Pipe pipe;
   size_t in_pipe = 0;  // bytes in the pipe, not yet in the drain
   int64_t pulled = 0;  // bytes taken from the source
   int64_t last_move = 0;
   Reason stopping = static_cast<Reason>(0);  // pull no more, then end so
-  bool registered = false;                   // in the worker's epoll set
-  bool ended = false;
+  bool ended = true;    // until it runs, if it is on
   bool queued = false;  // in the worker's ready list
+  bool reported = false;  // its end has gone to JavaScript
+  Result result;
 
   std::atomic<int64_t> moved{0};  // bytes written to the drain
+};
+
+class Relay {
+ public:
+  explicit Relay(std::shared_ptr<Shared> shared) : shared(std::move(shared)) {
+    for (int i = 0; i < 2; i++) side[i] = Side{-1, {}, this, i, false};
+  }
+  ~Relay() { Release(); }
+
+  // Gives up flow `f`'s roles in its sockets; a socket whose last role goes
+  // is back in its blocking mode. Reports a failure to restore it.
+  SysError Leave(int f);
+  // Gives the sockets back and closes every descriptor the relay still
+  // holds. Run by whoever owns the relay: the main thread until Run() or
+  // Stop(), then its worker.
+  void Release();
+
+  int Source(int f) const { return side[f].fd; }
+  int Drain(int f) const { return side[1 - f].fd; }
+  bool Live() const { return !flow[0].ended || !flow[1].ended; }
+
+  const std::shared_ptr<Shared> shared;
+  Side side[2];
+  Flow flow[2];
+  EndCallback on_end;
+  Worker* worker = nullptr;
+  int worker_index = -1;  // >= 0 while counted in the worker's load
+  bool running = false;   // main thread: handed to the worker
+  bool ended = false;     // worker: every flow has ended
 };
 
 namespace {
 
 struct Command {
-  std::shared_ptr<Splice> splice;
+  std::shared_ptr<Relay> relay;
   bool add;     // the worker takes it over
   Reason stop;  // 0, or the end asked for
 };
@@ -175,14 +198,14 @@ class Worker {
   explicit Worker(Shared& shared) : shared_(shared) {}
   void Run();
   void Handle(const Command& c);
-  void Add(const std::shared_ptr<Splice>& s);
-  void Request(Splice& s, Reason reason);
-  void Pump(Splice& s);
-  void Finish(Splice& s, Reason reason, int error, const char* syscall,
+  void Add(const std::shared_ptr<Relay>& r);
+  void Request(Relay& r, int f, Reason reason);
+  void Pump(Relay& r, int f);
+  void Finish(Relay& r, int f, Reason reason, int error, const char* syscall,
               bool drain_failed);
-  void Unregister(Splice& s, bool drain);
-  bool AcquirePipe(Splice& s, SysError* err);
-  void ReleasePipe(Splice& s);
+  void End(Relay& r);
+  bool AcquirePipe(Flow& flow, SysError* err);
+  void ReleasePipe(Flow& flow);
   int IdleTimeout();
   void CheckIdle();
 
@@ -193,9 +216,9 @@ class Worker {
   std::vector<Command> inbox_;
   bool quit_ = false;
 
-  std::unordered_map<Splice*, std::shared_ptr<Splice>> live_;
-  std::vector<std::shared_ptr<Splice>> ready_;
-  std::vector<std::shared_ptr<Splice>> ended_;  // kept until the turn ends
+  std::unordered_map<Relay*, std::shared_ptr<Relay>> live_;
+  std::vector<std::pair<std::shared_ptr<Relay>, int>> ready_;  // relay, flow
+  std::vector<std::shared_ptr<Relay>> ended_;  // kept until the turn ends
   std::vector<Pipe> pool_;
   int64_t next_idle_check_ = INT64_MAX;
   int64_t now_ = 0;  // read once per turn: idle is timed in milliseconds
@@ -209,34 +232,44 @@ class Engine {
 
   const std::shared_ptr<Shared>& shared() const { return shared_; }
 
-  // Claims the splice's sockets and picks its worker, starting the workers
-  // at the first splice (again after a failed start).
-  bool Place(Splice& s, SysError* err) {
+  // Claims the relay's sockets and picks its worker, starting the workers
+  // at the first relay (again after a failed start).
+  bool Place(Relay& r, SysError* err) {
     std::lock_guard<std::mutex> lock(shared_->mutex);
     auto& claims = shared_->claims;
-    auto source = claims.find(s.source_id);
-    auto drain = claims.find(s.drain_id);
-    // One source per drain and one drain per source, as the kernels enforce.
-    if ((source != claims.end() && source->second.source) ||
-        (drain != claims.end() && drain->second.drain)) {
-      *err = {EBUSY, "splice"};
-      return false;
+    decltype(claims.begin()) found[2];
+    int worker = -1;
+    for (int i = 0; i < 2; i++) {
+      found[i] = claims.find(r.side[i].id);
+      if (found[i] == claims.end()) continue;
+      // One source per drain and one drain per source, as the kernels enforce.
+      if ((r.flow[i].options.on && found[i]->second.source) ||
+          (r.flow[1 - i].options.on && found[i]->second.drain)) {
+        *err = {EBUSY, "splice"};
+        return false;
+      }
+      // Every flow through a socket on one worker, for MarkReset.
+      if (worker < 0) worker = found[i]->second.worker;
     }
     if (workers_.empty() && !StartWorkers(err)) return false;
-    // Both directions of a connection on one worker, for MarkReset.
-    int worker = source != claims.end()  ? source->second.worker
-                 : drain != claims.end() ? drain->second.worker
-                                         : LeastLoaded();
-    if (!shared_->Join(s.source_id, s.source, &Claim::source, worker, err))
-      return false;
-    if (!shared_->Join(s.drain_id, s.drain, &Claim::drain, worker, err)) {
-      SysError ignored;  // reported: the error that stopped the start
-      shared_->Leave(s.source_id, s.source, &Claim::source, &ignored);
-      return false;
+    if (worker < 0) worker = LeastLoaded();
+    for (int i = 0; i < 2; i++) {
+      if (!shared_->Join(r.side[i].id, r.side[i].fd, r.flow[i].options.on,
+                         r.flow[1 - i].options.on, worker, err)) {
+        if (i == 1) {  // undo side 0; the error reported is the Join's
+          SysError ignored;
+          if (r.flow[0].options.on)
+            shared_->Leave(r.side[0].id, r.side[0].fd, &Claim::source, &ignored);
+          if (r.flow[1].options.on)
+            shared_->Leave(r.side[0].id, r.side[0].fd, &Claim::drain, &ignored);
+        }
+        return false;
+      }
     }
+    for (Flow& flow : r.flow) flow.claimed = flow.options.on;
     shared_->loads[worker]++;
-    s.worker_index = worker;
-    s.worker = workers_[worker].get();
+    r.worker_index = worker;
+    r.worker = workers_[worker].get();
     return true;
   }
 
@@ -245,7 +278,7 @@ class Engine {
     Stats stats;
     stats.workers = static_cast<int>(workers_.size());
     for (size_t i = 0; i < workers_.size(); i++) {
-      stats.splices += shared_->loads[i];
+      stats.relays += shared_->loads[i];
       stats.pooled_pipes += workers_[i]->pooled;
     }
     // An epoll and an eventfd per worker, two per pooled pipe.
@@ -259,7 +292,7 @@ class Engine {
   }
 
  private:
-  // All workers or none: a failed start is tried again at the next splice.
+  // All workers or none: a failed start is tried again at the next relay.
   bool StartWorkers(SysError* err) {
     unsigned n = std::max(1u, std::thread::hardware_concurrency());
     std::vector<std::unique_ptr<Worker>> workers;
@@ -282,8 +315,9 @@ class Engine {
   std::vector<std::unique_ptr<Worker>> workers_;  // under shared_->mutex
 };
 
-bool Shared::Join(const SocketId& id, int fd, bool Claim::*role, int worker,
-                  SysError* err) {
+bool Shared::Join(const SocketId& id, int fd, bool source, bool drain,
+                  int worker, SysError* err) {
+  if (!source && !drain) return true;
   auto [it, fresh] = claims.try_emplace(id);
   Claim& claim = it->second;
   if (fresh) {
@@ -297,7 +331,8 @@ bool Shared::Join(const SocketId& id, int fd, bool Claim::*role, int worker,
       return false;
     }
   }
-  claim.*role = true;
+  claim.source |= source;
+  claim.drain |= drain;
   return true;
 }
 
@@ -317,7 +352,6 @@ bool Shared::Leave(const SocketId& id, int fd, bool Claim::*role,
   }
   return true;
 }
-
 void Shared::MarkReset(const SocketId& id) {
   std::lock_guard<std::mutex> lock(mutex);
   auto it = claims.find(id);
@@ -384,21 +418,32 @@ void Shared::ClosePipe(Pipe* p) {
   *p = Pipe{};
 }
 
-SysError Splice::Release() {
+SysError Relay::Leave(int f) {
   SysError err;
+  Flow& flow = this->flow[f];
+  if (!flow.claimed) return err;
+  flow.claimed = false;
+  std::lock_guard<std::mutex> lock(shared->mutex);
+  shared->Leave(side[f].id, Source(f), &Claim::source, &err);
+  shared->Leave(side[1 - f].id, Drain(f), &Claim::drain, &err);
+  return err;
+}
+
+void Relay::Release() {
+  for (int f = 0; f < 2; f++) Leave(f);
   if (worker_index >= 0) {
     std::lock_guard<std::mutex> lock(shared->mutex);
     shared->loads[worker_index]--;
-    shared->Leave(source_id, source, &Claim::source, &err);
-    shared->Leave(drain_id, drain, &Claim::drain, &err);
     worker_index = -1;
   }
-  CloseFd(source);
-  CloseFd(drain);
-  source = drain = -1;
-  shared->ClosePipe(&pipe);
-  in_pipe = 0;
-  return err;
+  for (Side& s : side) {
+    CloseFd(s.fd);
+    s.fd = -1;
+  }
+  for (Flow& flow : this->flow) {
+    shared->ClosePipe(&flow.pipe);
+    flow.in_pipe = 0;
+  }
 }
 
 std::unique_ptr<Worker> Worker::Start(Shared& shared, SysError* err) {
@@ -447,9 +492,9 @@ Worker::~Worker() {
     thread_.join();
   }
   // The environment is going away: close what is left without reporting,
-  // also for the splices still waiting in the inbox.
-  for (Command& c : inbox_) c.splice->Release();
-  for (auto& [ptr, s] : live_) s->Release();
+  // also for the relays still waiting in the inbox.
+  for (Command& c : inbox_) c.relay->Release();
+  for (auto& [ptr, r] : live_) r->Release();
   for (Pipe& p : pool_) shared_.ClosePipe(&p);
   CloseFd(wake_);
   CloseFd(epoll_);
@@ -466,6 +511,9 @@ void Worker::Post(Command command) {
   }
   if (was_empty) Wake(wake_);
 }
+
+constexpr uint32_t kReadable = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+constexpr uint32_t kWritable = EPOLLOUT | EPOLLHUP | EPOLLERR;
 
 void Worker::Run() {
   epoll_event events[128];
@@ -490,16 +538,23 @@ void Worker::Run() {
           inbox.swap(inbox_);
         }
         for (Command& c : inbox) Handle(c);
-      } else {
-        Splice* s = static_cast<Splice*>(events[i].data.ptr);
-        if (!s->ended) Pump(*s);
+        continue;
       }
+      // One registration per socket: it may be the source of one flow and
+      // the drain of the other. A drain matters only with bytes to take.
+      Side& side = *static_cast<Side*>(events[i].data.ptr);
+      Relay& r = *side.relay;
+      Flow& from = r.flow[side.index];
+      Flow& into = r.flow[1 - side.index];
+      if (!from.ended && (events[i].events & kReadable)) Pump(r, side.index);
+      if (!into.ended && into.in_pipe > 0 && (events[i].events & kWritable))
+        Pump(r, 1 - side.index);
     }
-    std::vector<std::shared_ptr<Splice>> ready;
+    std::vector<std::pair<std::shared_ptr<Relay>, int>> ready;
     ready.swap(ready_);
-    for (auto& s : ready) {
-      s->queued = false;
-      if (!s->ended) Pump(*s);
+    for (auto& [r, f] : ready) {
+      r->flow[f].queued = false;
+      if (!r->flow[f].ended) Pump(*r, f);
     }
     CheckIdle();
     ended_.clear();
@@ -507,52 +562,66 @@ void Worker::Run() {
 }
 
 void Worker::Handle(const Command& c) {
-  Splice& s = *c.splice;
+  Relay& r = *c.relay;
   if (c.add) {
-    live_[&s] = c.splice;
+    live_[&r] = c.relay;
+    for (Flow& flow : r.flow) flow.ended = !flow.options.on;
     // Stopped before it ran: end without moving a byte.
-    if (c.stop != 0) return Finish(s, c.stop, 0, "", false);
-    return Add(c.splice);
+    if (c.stop != 0) {
+      for (int f = 0; f < 2; f++)
+        if (!r.flow[f].ended) Finish(r, f, c.stop, 0, "", false);
+      return;
+    }
+    return Add(c.relay);
   }
-  if (!s.ended) Request(s, c.stop);
+  for (int f = 0; f < 2; f++)
+    if (!r.flow[f].ended) Request(r, f, c.stop);
 }
 
-void Worker::Add(const std::shared_ptr<Splice>& s) {
-  s->last_move = now_;
-  if (s->options.idle_ms > 0)
-    next_idle_check_ =
-        std::min(next_idle_check_, s->last_move + s->options.idle_ms);
-  // Edge-triggered: the loop below always runs each side to EAGAIN.
-  epoll_event ev{};
-  ev.data.ptr = s.get();
-  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
-  if (epoll_ctl(epoll_, EPOLL_CTL_ADD, s->source, &ev) < 0)
-    return Finish(*s, kError, errno, "epoll_ctl", false);
-  s->registered = true;
-  ev.events = EPOLLOUT | EPOLLET;
-  if (epoll_ctl(epoll_, EPOLL_CTL_ADD, s->drain, &ev) < 0) {
-    int error = errno;
-    Unregister(*s, false);
-    return Finish(*s, kError, error, "epoll_ctl", false);
+void Worker::Add(const std::shared_ptr<Relay>& r) {
+  for (Flow& flow : r->flow) {
+    flow.last_move = now_;
+    if (flow.options.on && flow.options.idle_ms > 0)
+      next_idle_check_ =
+          std::min(next_idle_check_, now_ + flow.options.idle_ms);
   }
-  Pump(*s);  // data may already be waiting in the source
+  // Edge-triggered: the loop below always runs each side to EAGAIN.
+  for (int i = 0; i < 2; i++) {
+    Side& side = r->side[i];
+    epoll_event ev{};
+    ev.data.ptr = &side;
+    ev.events = EPOLLET;
+    if (r->flow[i].options.on) ev.events |= EPOLLIN | EPOLLRDHUP;
+    if (r->flow[1 - i].options.on) ev.events |= EPOLLOUT;
+    if (epoll_ctl(epoll_, EPOLL_CTL_ADD, side.fd, &ev) < 0) {
+      int error = errno;
+      for (int f = 0; f < 2; f++)
+        if (!r->flow[f].ended) Finish(*r, f, kError, error, "epoll_ctl", false);
+      return;
+    }
+    side.registered = true;
+  }
+  // Data may already be waiting in the sources.
+  for (int f = 0; f < 2; f++)
+    if (!r->flow[f].ended) Pump(*r, f);
 }
 
 // An unsplice lets what is in the pipe reach the drain first; a close ends
 // at once, since one of the sockets is gone.
-void Worker::Request(Splice& s, Reason reason) {
-  if (reason == kClose) return Finish(s, kClose, 0, "", false);
-  s.stopping = reason;
-  Pump(s);
+void Worker::Request(Relay& r, int f, Reason reason) {
+  if (reason == kClose) return Finish(r, f, kClose, 0, "", false);
+  r.flow[f].stopping = reason;
+  Pump(r, f);
 }
 
 // Go's rule: empty the pipe into the drain before pulling more from the
 // source, so EAGAIN on the drain means "drain full" and on the source "no
 // data", never both.
-void Worker::Pump(Splice& s) {
+void Worker::Pump(Relay& r, int f) {
+  Flow& s = r.flow[f];
   for (int turn = 0; turn < kTurn; turn++) {
     if (s.in_pipe > 0) {
-      ssize_t n = splice(s.pipe.r, nullptr, s.drain, nullptr, s.in_pipe,
+      ssize_t n = splice(s.pipe.r, nullptr, r.Drain(f), nullptr, s.in_pipe,
                          kSpliceFlags);
       if (n > 0) {
         s.in_pipe -= n;
@@ -565,26 +634,27 @@ void Worker::Pump(Splice& s) {
         // A drain that is not reading must not hold an unsplice up: what it
         // has not taken goes back to JS, which queues it on the drain.
         if (s.stopping != 0 && s.options.return_residual)
-          return Finish(s, s.stopping, 0, "", false);
+          return Finish(r, f, s.stopping, 0, "", false);
         return;  // EPOLLOUT will call us back
       }
       // A socket never accepts 0 bytes of a non-empty pipe; treat it as gone.
       int error = n < 0 ? errno : EPIPE;
-      if (error == ECONNRESET || error == EPIPE) shared_.MarkReset(s.drain_id);
-      return Finish(s, kError, error, "splice", true);
+      if (error == ECONNRESET || error == EPIPE)
+        shared_.MarkReset(r.side[1 - f].id);
+      return Finish(r, f, kError, error, "splice", true);
     }
-    if (s.stopping != 0) return Finish(s, s.stopping, 0, "", false);
+    if (s.stopping != 0) return Finish(r, f, s.stopping, 0, "", false);
     if (s.options.max > 0 && s.pulled >= s.options.max)
-      return Finish(s, kMax, 0, "", false);
+      return Finish(r, f, kMax, 0, "", false);
     SysError err;
     if (!AcquirePipe(s, &err))
-      return Finish(s, kError, err.error, err.syscall, false);
+      return Finish(r, f, kError, err.error, err.syscall, false);
     size_t want = s.pipe.capacity;
     if (s.options.max > 0)
       want = static_cast<size_t>(
           std::min<int64_t>(want, s.options.max - s.pulled));
     ssize_t n =
-        splice(s.source, nullptr, s.pipe.w, nullptr, want, kSpliceFlags);
+        splice(r.Source(f), nullptr, s.pipe.w, nullptr, want, kSpliceFlags);
     if (n > 0) {
       if (n == s.pipe.capacity) shared_.Grow(&s.pipe);
       s.in_pipe = n;
@@ -593,27 +663,29 @@ void Worker::Pump(Splice& s) {
       continue;
     }
     if (n == 0) {
-      if (shared_.WasReset(s.source_id))
-        return Finish(s, kError, ECONNRESET, "splice", false);
-      return Finish(s, kEof, 0, "", false);
+      if (shared_.WasReset(r.side[f].id))
+        return Finish(r, f, kError, ECONNRESET, "splice", false);
+      return Finish(r, f, kEof, 0, "", false);
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN) {
-      ReleasePipe(s);  // idle splices hold no pipe
+      ReleasePipe(s);  // idle flows hold no pipe
       return;
     }
-    return Finish(s, kError, errno, "splice", false);
+    return Finish(r, f, kError, errno, "splice", false);
   }
-  // Turn spent with data still flowing: let the other splices have a turn.
+  // Turn spent with data still flowing: let the other flows have a turn.
   if (!s.queued) {
     s.queued = true;
-    ready_.push_back(live_[&s]);
+    ready_.emplace_back(live_[&r], f);
   }
 }
 
-void Worker::Finish(Splice& s, Reason reason, int error, const char* syscall,
-                    bool drain_failed) {
-  Result result;
+void Worker::Finish(Relay& r, int f, Reason reason, int error,
+                    const char* syscall, bool drain_failed) {
+  Flow& s = r.flow[f];
+  Result& result = s.result;
+  result.flow = f;
   // Bytes still in the pipe have left the source: JavaScript queues them on
   // the drain. After a drain error they have nowhere to go.
   if (!drain_failed && s.options.return_residual) {
@@ -629,43 +701,67 @@ void Worker::Finish(Splice& s, Reason reason, int error, const char* syscall,
     result.residual.resize(got);
     s.in_pipe -= got;
   }
-  if (s.registered) Unregister(s, true);
   ReleasePipe(s);
+  bool shut = false;
+  if (reason == kEof && s.options.end) {
+    // As Node's end() does, a drain already gone (ENOTCONN) is no error.
+    shut = shutdown(r.Drain(f), SHUT_WR) == 0;
+    if (!shut && errno != ENOTCONN) {
+      reason = kError;
+      error = errno;
+      syscall = "shutdown";
+    }
+  }
+  s.ended = true;
   // A blocking mode that cannot be restored is the end's error.
-  SysError restore = s.Release();
+  SysError restore = r.Leave(f);
   if (restore.error != 0 && reason != kError) {
     reason = kError;
     error = restore.error;
     syscall = restore.syscall;
   }
-
-  s.ended = true;
-  auto it = live_.find(&s);
-  ended_.push_back(it->second);
-  live_.erase(it);
-
   result.bytes = s.moved;
   result.reason = reason;
   result.error = error;
   result.syscall = syscall;
-  s.on_end(std::move(result));
-  s.on_end = nullptr;
+  if (!r.Live()) return End(r);
+  // An EOF whose drain the engine has shut needs nothing from JavaScript
+  // while the other flow runs: both ends then reach it in one hand-over.
+  if (shut) return;
+  s.reported = true;
+  result.last = false;
+  r.on_end(std::move(result));
 }
 
-// The registrations belong to the open socket, which Node keeps open, so
-// they must be removed before our duplicates are closed. Removing one we
-// made cannot fail; were it left, epoll would report a freed splice.
-void Worker::Unregister(Splice& s, bool drain) {
-  if (epoll_ctl(epoll_, EPOLL_CTL_DEL, s.source, nullptr) < 0 ||
-      (drain && epoll_ctl(epoll_, EPOLL_CTL_DEL, s.drain, nullptr) < 0))
-    Fatal("sosplice: epoll_ctl");
-  s.registered = false;
+// Every flow has ended: the descriptors go, then JavaScript hears of the
+// ends it has not yet, the last one marked so.
+void Worker::End(Relay& r) {
+  // The registrations belong to the open socket, which Node keeps open, so
+  // they must be removed before our duplicates are closed. Removing one we
+  // made cannot fail; were it left, epoll would report a freed relay.
+  for (Side& side : r.side) {
+    if (side.registered && epoll_ctl(epoll_, EPOLL_CTL_DEL, side.fd, nullptr) < 0)
+      Fatal("sosplice: epoll_ctl");
+    side.registered = false;
+  }
+  r.Release();
+  r.ended = true;
+  auto it = live_.find(&r);
+  ended_.push_back(it->second);
+  live_.erase(it);
+  for (int f = 0; f < 2; f++) {
+    Flow& flow = r.flow[f];
+    if (!flow.options.on || flow.reported) continue;
+    flow.reported = true;
+    flow.result.last = f == 1 || !r.flow[1].options.on || r.flow[1].reported;
+    r.on_end(std::move(flow.result));
+  }
+  r.on_end = nullptr;
 }
-
-bool Worker::AcquirePipe(Splice& s, SysError* err) {
-  if (s.pipe.r >= 0) return true;
-  if (pool_.empty()) return shared_.OpenPipe(&s.pipe, err);
-  s.pipe = pool_.back();
+bool Worker::AcquirePipe(Flow& flow, SysError* err) {
+  if (flow.pipe.r >= 0) return true;
+  if (pool_.empty()) return shared_.OpenPipe(&flow.pipe, err);
+  flow.pipe = pool_.back();
   pool_.pop_back();
   pooled--;
   return true;
@@ -673,10 +769,10 @@ bool Worker::AcquirePipe(Splice& s, SysError* err) {
 
 // The pool keeps empty pipes of the default size (a grown one shrinks back),
 // while the engine's pipes are within their budget: pooled pipes count.
-void Worker::ReleasePipe(Splice& s) {
-  Pipe* p = &s.pipe;
+void Worker::ReleasePipe(Flow& flow) {
+  Pipe* p = &flow.pipe;
   if (p->r < 0) return;
-  bool keep = s.in_pipe == 0 && pool_.size() < kPoolMax;
+  bool keep = flow.in_pipe == 0 && pool_.size() < kPoolMax;
   if (keep && p->capacity > shared_.default_pipe)
     keep = shared_.Resize(p, shared_.default_pipe);
   if (keep && p->capacity == shared_.default_pipe &&
@@ -688,7 +784,7 @@ void Worker::ReleasePipe(Splice& s) {
   } else {
     shared_.ClosePipe(p);
   }
-  s.in_pipe = 0;
+  flow.in_pipe = 0;
 }
 
 int Worker::IdleTimeout() {
@@ -704,23 +800,28 @@ void Worker::CheckIdle() {
   int64_t now = NowMs();
   if (now < next_idle_check_) return;
   next_idle_check_ = INT64_MAX;
-  std::vector<Splice*> expired;
-  for (auto& [ptr, s] : live_) {
-    // A lingering end without a way to hand bytes back waits for the drain.
-    if (s->options.idle_ms <= 0 ||
-        (s->stopping != 0 && !s->options.return_residual))
-      continue;
-    int64_t deadline = s->last_move + s->options.idle_ms;
-    if (deadline <= now)
-      expired.push_back(ptr);
-    else
-      next_idle_check_ = std::min(next_idle_check_, deadline);
+  std::vector<std::pair<Relay*, int>> expired;
+  for (auto& [ptr, r] : live_) {
+    for (int f = 0; f < 2; f++) {
+      Flow& flow = r->flow[f];
+      // A lingering end without a way to hand bytes back waits for the drain.
+      if (flow.ended || flow.options.idle_ms <= 0 ||
+          (flow.stopping != 0 && !flow.options.return_residual))
+        continue;
+      int64_t deadline = flow.last_move + flow.options.idle_ms;
+      if (deadline <= now)
+        expired.emplace_back(ptr, f);
+      else
+        next_idle_check_ = std::min(next_idle_check_, deadline);
+    }
   }
-  for (Splice* s : expired) {
-    if (s->options.return_residual)
-      Finish(*s, kIdle, 0, "", false);
+  // Ended relays stay in ended_ until the turn is over.
+  for (auto [r, f] : expired) {
+    if (r->flow[f].ended) continue;
+    if (r->flow[f].options.return_residual)
+      Finish(*r, f, kIdle, 0, "", false);
     else
-      Request(*s, kIdle);
+      Request(*r, f, kIdle);
   }
 }
 
@@ -787,20 +888,18 @@ bool CheckSocket(int fd, bool source, SocketId* id, int* type, int* protocol,
   return readable;
 }
 
-bool CheckPair(int source, int drain, SocketId* source_id, SocketId* drain_id,
+// Both sockets, each in the roles the spec gives it.
+bool CheckPair(const RelaySpec& spec, SocketId* id0, SocketId* id1,
                SysError* err) {
-  int source_type, drain_type, source_proto, drain_proto;
-  if (!CheckSocket(source, true, source_id, &source_type, &source_proto,
-                   err) ||
-      !CheckSocket(drain, false, drain_id, &drain_type, &drain_proto, err))
-    return false;
-  if (*source_id == *drain_id) {
-    *err = {EINVAL, "splice"};
-    return false;
+  int type[2], proto[2];
+  SocketId* id[2] = {id0, id1};
+  for (int i = 0; i < 2; i++) {
+    if (!CheckSocket(spec.fd[i], spec.flow[i].on, id[i], &type[i], &proto[i],
+                     err))
+      return false;
   }
   // splice(2) reads only from stream sockets; both ends speak the same one.
-  if (source_type != SOCK_STREAM || drain_type != SOCK_STREAM ||
-      source_proto != drain_proto) {
+  if (type[0] != SOCK_STREAM || type[1] != SOCK_STREAM || proto[0] != proto[1]) {
     *err = {EPROTONOSUPPORT, "splice"};
     return false;
   }
@@ -815,33 +914,40 @@ std::unique_ptr<Engine, void (*)(Engine*)> CreateEngine() {
 
 const char* BackendName() { return "pipe"; }
 
-std::shared_ptr<Splice> Start(Engine& engine, int source, int drain,
-                              const Options& options, EndCallback on_end,
-                              SysError* err) {
-  auto s = std::make_shared<Splice>(engine.shared());
-  // On failure the splice closes what it holds as it goes.
-  if (!CheckPair(source, drain, &s->source_id, &s->drain_id, err) ||
-      !DupBoth(source, drain, &s->source, &s->drain, err) ||
-      !engine.Place(*s, err))
+std::shared_ptr<Relay> Start(Engine& engine, const RelaySpec& spec,
+                             EndCallback on_end, SysError* err) {
+  auto r = std::make_shared<Relay>(engine.shared());
+  for (int f = 0; f < 2; f++) r->flow[f].options = spec.flow[f];
+  // On failure the relay closes what it holds as it goes.
+  bool known = spec.checked
+                   ? IdentifySocket(spec.fd[0], &r->side[0].id, err) &&
+                         IdentifySocket(spec.fd[1], &r->side[1].id, err)
+                   : CheckPair(spec, &r->side[0].id, &r->side[1].id, err);
+  if (!known) return nullptr;
+  if (r->side[0].id == r->side[1].id) {
+    *err = {EINVAL, "splice"};
     return nullptr;
-  s->options = options;
-  s->on_end = std::move(on_end);
-  return s;
+  }
+  if (!DupBoth(spec.fd[0], spec.fd[1], &r->side[0].fd, &r->side[1].fd, err) ||
+      !engine.Place(*r, err))
+    return nullptr;
+  r->on_end = std::move(on_end);
+  return r;
 }
 
-void Run(const std::shared_ptr<Splice>& splice) {
-  if (splice->running) return;
-  splice->running = true;
-  splice->worker->Post({splice, true, static_cast<Reason>(0)});
+void Run(const std::shared_ptr<Relay>& relay) {
+  if (relay->running) return;
+  relay->running = true;
+  relay->worker->Post({relay, true, static_cast<Reason>(0)});
 }
 
-void Stop(const std::shared_ptr<Splice>& splice, Reason reason) {
-  bool add = !splice->running;
-  splice->running = true;
-  splice->worker->Post({splice, add, reason});
+void Stop(const std::shared_ptr<Relay>& relay, Reason reason) {
+  bool add = !relay->running;
+  relay->running = true;
+  relay->worker->Post({relay, add, reason});
 }
 
-int64_t Bytes(const Splice& splice) { return splice.moved; }
+int64_t Bytes(const Relay& relay, int flow) { return relay.flow[flow].moved; }
 
 Stats GetStats(Engine& engine) { return engine.GetStats(); }
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import { splice } from '../lib/index.js'
-import { native, type NativeHandle, Reason } from '../lib/native.js'
+import { Flag, native, type NativeHandle, Reason } from '../lib/native.js'
 import { eventually, receive, rig, send, within } from './helpers.js'
 
 // Run by blocking.test.ts with a TCP socket as its stdin (the source) and
@@ -23,7 +23,7 @@ function blocking (fd: number): boolean {
 function start (idle: number) {
   let handle!: NativeHandle
   const end = new Promise<{ bytes: number, reason: Reason }>(resolve => {
-    handle = addon.start(0, 1, 0, idle, false, (bytes, reason) => resolve({ bytes, reason }))
+    handle = addon.start(0, 1, 0, 0, idle, Flag.Flow0, (_, bytes, reason) => resolve({ bytes, reason }))
   })
   addon.run(handle)
   return { handle, end }
@@ -35,7 +35,7 @@ async function main () {
   const first = start(2000)
   let ended = false
   first.end.then(() => { ended = true })
-  assert.ok(await eventually(() => addon.bytes(first.handle) === FIRST, 5000), 'the first part')
+  assert.ok(await eventually(() => addon.bytes(first.handle, 0) === FIRST, 5000), 'the first part')
   // Meanwhile splices of other sockets move their bytes, some on the same worker.
   const rigs = await Promise.all([1, 2, 3, 4].map(() => rig()))
   const others = await within(Promise.all(rigs.map(async (r, i) => {
@@ -51,7 +51,7 @@ async function main () {
   // The second part: moved, then unspliced.
   const second = start(0)
   console.error('more')
-  assert.ok(await eventually(() => addon.bytes(second.handle) === SECOND, 5000), 'the second part')
+  assert.ok(await eventually(() => addon.bytes(second.handle, 0) === SECOND, 5000), 'the second part')
   addon.stop(second.handle, Reason.Unsplice)
   const unsplice = await within(second.end, 5000, 'the unsplice')
   console.error(JSON.stringify({ before, idle, others: others.length, othersWhileIdle, unsplice, after: [blocking(0), blocking(1)] }))

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import { fdOf } from '../lib/handover.js'
-import { native, type NativeHandle, Reason } from '../lib/native.js'
+import { Flag, native, type NativeHandle, Reason } from '../lib/native.js'
 import { rig } from './helpers.js'
 
 // Descriptor numbers as the addon itself takes them, below lib/'s checks.
@@ -17,7 +17,7 @@ describe('descriptors at the addon', function () {
     try {
       for (const n of bad) {
         for (const [s, d] of [[n, drain], [source, n]]) {
-          assert.throws(() => started.push(native!.start(s, d, 0, 0, true, () => {})),
+          assert.throws(() => started.push(native!.start(s, d, 0, 0, 0, Flag.Flow0 | Flag.Residual, () => {})),
             { code: 'EBADF', syscall: 'splice' }, `start(${s}, ${d})`)
         }
       }

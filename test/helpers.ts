@@ -169,7 +169,7 @@ export async function assertNoLeaks (before: number): Promise<void> {
     })
     throw new Error(`${openFds()} descriptors open, ${before} before: ${held.join(' ')}`)
   }
-  if (native) assert.equal(native.stats().splices, 0)
+  if (native) assert.equal(native.stats().relays, 0)
 }
 
 export function sleep (ms: number): Promise<void> {

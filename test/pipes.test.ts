@@ -46,7 +46,7 @@ describe('pipes within the per-user limit [pipe]', function () {
     const r = report<Report>(ran)
     assert.notEqual(r.uid, 0, 'the premise: the child is not root')
     // The premise: every splice held a pipe at once, which the kernel's limit cannot give at full size.
-    assert.equal(r.held.splices, COUNT)
+    assert.equal(r.held.relays, COUNT)
     assert.equal(r.held.pipes, COUNT)
     for (const stats of [r.held, r.end]) {
       assert.equal(stats.pipeResizesRefused, 0, JSON.stringify(stats))
@@ -54,7 +54,7 @@ describe('pipes within the per-user limit [pipe]', function () {
       // Within the kernel's limit for the user (twice the budget), with room to spare.
       assert.ok(stats.pipeBytes <= 2 * stats.pipeBudget, JSON.stringify(stats))
     }
-    assert.equal(r.end.splices, 0)
+    assert.equal(r.end.relays, 0)
     assert.equal(r.end.descriptors, 2 * r.end.workers + 2 * r.end.pooledPipes)
     console.log(`      ${JSON.stringify(r)}`)
   })

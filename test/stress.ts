@@ -146,11 +146,11 @@ async function main () {
   echo.close()
   // Connections with a peer that never read end by idle (2 s) and then by the 3 s cap.
   const settle = Date.now()
-  while ((openFds() > fdsBefore || (native?.stats().splices ?? 0) > 0) && Date.now() - settle < 15000) await sleep(100)
+  while ((openFds() > fdsBefore || (native?.stats().relays ?? 0) > 0) && Date.now() - settle < 15000) await sleep(100)
   const fdsAfter = openFds()
   const engine = native?.stats()
   console.log(JSON.stringify({ seconds, backend: values.backend, concurrency, ...totals, fdsBefore, fdsAfter, engine }, null, 2))
-  const ok = totals.wrongBytes === 0 && fdsAfter <= fdsBefore && (engine?.splices ?? 0) === 0
+  const ok = totals.wrongBytes === 0 && fdsAfter <= fdsBefore && (engine?.relays ?? 0) === 0
   if (!ok) console.error('stress: FAILED')
   process.exit(ok ? 0 : 1)
 }
