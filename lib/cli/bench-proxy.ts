@@ -6,7 +6,8 @@ import { proxy } from '../proxy.js'
 // measured apart from the peers'. Started by bench.ts with the case and the
 // receiving peer's port. IPC: it sends {port} once listening; 'begin' starts
 // the CPU count (answered with {}), 'end' answers {cpu} since 'begin'.
-// A case named BACKEND-after-SIZE copies SIZE bytes in JavaScript first.
+// A case named BACKEND-after-SIZE copies SIZE bytes in JavaScript first;
+// `default` is proxy() with no options.
 
 const [name, targetPort] = process.argv.slice(2)
 const [, mode, after] = /^(.+)-after-(.+)$/.exec(name) ?? [, name]
@@ -20,7 +21,11 @@ const server = net.createServer({ allowHalfOpen: true }, client => {
     client.pipe(upstream)
     upstream.pipe(client)
   } else {
-    proxy(client, upstream, { backend: mode as 'pipe', spliceAfter }).then(() => {
+    const options = mode === 'default' ? undefined : { backend: mode as 'pipe', spliceAfter }
+    // Ended both ways, each socket closes itself once its FIN is out, as
+    // with pipe(); destroying it at once would close it before the FIN.
+    proxy(client, upstream, options).then(({ aToB, bToA }) => {
+      if (aToB.reason === 'eof' && bToA.reason === 'eof') return
       client.destroy()
       upstream.destroy()
     })

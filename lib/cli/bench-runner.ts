@@ -1,15 +1,19 @@
-import { type ChildProcess, fork } from 'node:child_process'
+import { type ChildProcess, execFile, fork, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import net from 'node:net'
 import path from 'node:path'
+import readline from 'node:readline'
+import { promisify } from 'node:util'
 
 // Kernel vs userspace splicing, side by side in one run. Two workloads,
 // each case in alternation `runs` times at each concurrency:
 // - bulk: `size` bytes in all, shared over `connections` connections,
 //   sender -> proxy -> receiver; throughput and proxy CPU per GB.
 // - short: for `duration` seconds, `connections` clients each open a
-//   connection, send 1 KiB, read it echoed back and close, again and again;
-//   connections per second, latency, proxy CPU per connection.
+//   connection, send `message` bytes, read them echoed back and close, again
+//   and again; connections per second, latency, proxy CPU per connection.
+//   Once with Node peers, once with C peers (bench/peer.c) when `peer` is
+//   given: Node peers on a small machine cap what a proxy can show.
 // The proxy runs in its own process, so its CPU is counted apart from the
 // peers'. `direct` is the ceiling: the peers talk with no proxy.
 
@@ -17,8 +21,12 @@ export interface BenchOptions {
   size: number
   connections: number[]
   duration: number
+  /** Bytes each way per short connection. */
+  message: number
   runs: number
   cases: string[]
+  /** The compiled C peer, for the short workload with C peers. */
+  peer?: string
   progress?: (message: string) => void
 }
 
@@ -45,18 +53,22 @@ export interface CaseResult<Run> {
 export interface BenchReport {
   bulk: CaseResult<BulkRun>[]
   short: CaseResult<ShortRun>[]
+  /** The short workload with C peers. */
+  shortC: CaseResult<ShortRun>[]
 }
 
-/** Bytes each way per short connection. */
-export const shortMessage = 1024
-
 export async function bench (options: BenchOptions): Promise<BenchReport> {
-  const report: BenchReport = { bulk: [], short: [] }
+  const report: BenchReport = { bulk: [], short: [], shortC: [] }
+  const { duration, message, peer } = options
   for (const connections of options.connections) {
     report.bulk.push(...await alternate(options, connections, 'bulk', name => bulk(name, options.size, connections)))
-    if (options.duration > 0) {
+    if (duration > 0) {
       report.short.push(...await alternate(options, connections, 'short',
-        name => short(name, options.duration, connections)))
+        name => short(name, duration, connections, message)))
+    }
+    if (duration > 0 && peer) {
+      report.shortC.push(...await alternate(options, connections, 'short, C peers',
+        name => shortC(name, duration, connections, message, peer)))
     }
   }
   return report
@@ -113,13 +125,13 @@ async function bulk (name: string, size: number, connections: number): Promise<B
   })
 }
 
-async function short (name: string, duration: number, connections: number): Promise<ShortRun> {
+async function short (name: string, duration: number, connections: number, size: number): Promise<ShortRun> {
   const echo = net.createServer({ allowHalfOpen: true }, s => {
     s.pipe(s)
     s.on('error', () => {})
   })
   return withPeers(name, echo, async (port, measure) => {
-    const message = Buffer.alloc(shortMessage, 0x5a)
+    const message = Buffer.alloc(size, 0x5a)
     const latencies: number[] = []
     const errors: Record<string, number> = {}
     const started = process.hrtime.bigint()
@@ -141,15 +153,32 @@ async function short (name: string, duration: number, connections: number): Prom
     const n = latencies.length
     if (n === 0) throw new Error(`${name}: no connection completed (${JSON.stringify(errors)})`)
     latencies.sort((a, b) => a - b)
-    return {
-      perSecond: n / seconds,
-      p50: latencies[Math.floor(n * 0.5)],
-      p99: latencies[Math.min(n - 1, Math.floor(n * 0.99))],
-      userPerConnection: cpu.user / n,
-      sysPerConnection: cpu.system / n,
-      errors
-    }
+    return shortRun(n, seconds, latencies[Math.floor(n * 0.5)], latencies[Math.floor(n * 0.99)], cpu, errors)
   })
+}
+
+function shortRun (n: number, seconds: number, p50: number, p99: number, cpu: NodeJS.CpuUsage,
+  errors: Record<string, number>): ShortRun {
+  return { perSecond: n / seconds, p50, p99, userPerConnection: cpu.user / n, sysPerConnection: cpu.system / n, errors }
+}
+
+/** The short workload between a C client and a C echo server. */
+async function shortC (name: string, duration: number, connections: number, size: number,
+  peer: string): Promise<ShortRun> {
+  const echo = spawn(peer, ['echo'], { stdio: ['pipe', 'pipe', 'inherit'] })
+  try {
+    const [line] = await once(readline.createInterface({ input: echo.stdout! }), 'line') as [string]
+    return await withProxy(name, Number(line), async (port, measure) => {
+      const { stdout } = await promisify(execFile)(peer, ['client', String(port), String(connections),
+        String(duration), String(size)])
+      const r = JSON.parse(stdout) as { connections: number, seconds: number, errors: number, p50: number, p99: number }
+      const cpu = await measure()
+      if (r.connections === 0) throw new Error(`${name}: no connection completed (${r.errors} failed)`)
+      return shortRun(r.connections, r.seconds, r.p50, r.p99, cpu, r.errors ? { failed: r.errors } : {})
+    })
+  } finally {
+    echo.kill()
+  }
 }
 
 /** One short connection: send the message, half-close, expect it echoed back whole. */
@@ -174,10 +203,19 @@ async function exchange (port: number, message: Buffer): Promise<void> {
 async function withPeers<T> (name: string, server: net.Server,
   run: (port: number, measure: () => Promise<NodeJS.CpuUsage>) => Promise<T>): Promise<T> {
   server.listen(0, '127.0.0.1', 1024)
-  let child: ChildProcess | undefined
   try {
     await once(server, 'listening')
-    const serverPort = (server.address() as net.AddressInfo).port
+    return await withProxy(name, (server.address() as net.AddressInfo).port, run)
+  } finally {
+    server.close()
+  }
+}
+
+/** The proxy process for case `name` in front of `serverPort`, as withPeers. */
+async function withProxy<T> (name: string, serverPort: number,
+  run: (port: number, measure: () => Promise<NodeJS.CpuUsage>) => Promise<T>): Promise<T> {
+  let child: ChildProcess | undefined
+  try {
     if (name === 'direct') return await run(serverPort, async () => ({ user: 0, system: 0 }))
     child = fork(path.join(__dirname, 'bench-proxy.js'), [name, String(serverPort)], { stdio: 'ignore' })
     const [{ port }] = await once(child, 'message') as [{ port: number }]
@@ -189,7 +227,6 @@ async function withPeers<T> (name: string, server: net.Server,
     })
   } finally {
     child?.kill()
-    server.close()
   }
 }
 

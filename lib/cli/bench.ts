@@ -1,19 +1,22 @@
 import { writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { backends } from '../backends.js'
-import { bench, type BenchReport, type CaseResult, shortMessage, type Stat } from './bench-runner.js'
+import { autoSpliceAfter } from '../options.js'
+import { compilePeer } from './bench-peer.js'
+import { bench, type BenchReport, type CaseResult, type Stat } from './bench-runner.js'
 import { chart } from './bench-svg.js'
 import { fail, formatSize, parseOptions, parseSize, parseWhole } from './args.js'
 
 const kernels = () => backends().filter(b => b !== 'userspace')
-const cases = (after: number) =>
-  [...kernels(), ...(after > 0 ? kernels().map(k => `${k}-after-${formatSize(after)}`) : []), 'userspace', 'node-pipe', 'direct']
+const cases = (after: number) => [...kernels(), ...(after > 0 ? kernels().map(k => `${k}-after-${formatSize(after)}`) : []),
+  'default', 'userspace', 'node-pipe', 'direct']
 
 export const usage = `Usage: sosplice bench [options]
 
-Compares, side by side in one run, each kernel backend this host has (also
-staged: the first --splice-after bytes of each direction copied in
-JavaScript, then spliced, as with proxy()'s spliceAfter option), the
+Compares, side by side in one run, proxy() on each kernel backend this host
+has from the first byte (and staged, when --splice-after is given: the first
+bytes of each direction copied in JavaScript, then spliced), proxy() with
+default options (backend 'auto': ${formatSize(autoSpliceAfter)} copied first), the
 userspace backend, a plain Node proxy (a.pipe(b); b.pipe(a)) and a direct
 transfer with no proxy, over loopback. The proxy runs in its own process;
 its user and system CPU time are reported per GB (10^9 bytes) moved and per
@@ -23,15 +26,19 @@ medians over the runs, with min-max.
 Workloads, at each --connections level:
   bulk    --size bytes in all, shared over the connections (throughput)
   short   for --duration seconds, each connection slot opens a connection,
-          sends ${shortMessage} bytes, reads them echoed back, closes (connections/s, latency)
+          sends --message bytes, reads them echoed back, closes (connections/s,
+          latency); once with Node peers, once with C peers (bench/peer.c,
+          built with $CC or cc; left out, and said so, without a compiler)
 
 Options:
   --size BYTES          bulk bytes per run, with an optional K, M or G suffix (default 256M)
   --connections LIST    comma-separated concurrency levels (default 1,64)
   --duration SECONDS    short-connection time per run; 0 skips that workload (default 1)
+  --message BYTES       bytes each way per short connection (default 1K)
+  --peers LIST          the short workload's peers: node, c or both (default node,c)
   --runs N              repetitions of each case (default 3)
-  --splice-after BYTES  the staged cases' threshold; 0 leaves them out (default 64K)
-  --backends LIST       comma-separated cases (default: ${cases(64 << 10).join(',')})
+  --splice-after BYTES  adds the staged cases, with this threshold (default: none)
+  --backends LIST       comma-separated cases (default: ${cases(0).join(',')})
   --json                print one JSON document instead of the tables
   --svg FILE            also write a bar chart of the results to FILE
   -h, --help            this text
@@ -42,8 +49,10 @@ export async function main (args: string[]): Promise<number> {
     size: { type: 'string', default: '256M' },
     connections: { type: 'string', default: '1,64' },
     duration: { type: 'string', default: '1' },
+    message: { type: 'string', default: '1K' },
+    peers: { type: 'string', default: 'node,c' },
     runs: { type: 'string', default: '3' },
-    'splice-after': { type: 'string', default: '64K' },
+    'splice-after': { type: 'string', default: '0' },
     backends: { type: 'string' },
     json: { type: 'boolean', default: false },
     svg: { type: 'string' }
@@ -54,10 +63,20 @@ export async function main (args: string[]): Promise<number> {
   for (const c of chosen) if (!known.includes(c)) fail(`--backends: ${c} is not one of ${known.join(', ')}`)
   const duration = Number(values.duration)
   if (!(duration >= 0 && duration <= 3600)) fail(`--duration must be a number of seconds from 0 to 3600, not ${values.duration}`)
+  const peers = values.peers.split(',')
+  for (const p of peers) if (p !== 'node' && p !== 'c') fail(`--peers: ${p} is not node or c`)
+  let peer: string | undefined
+  if (peers.includes('c') && duration > 0) {
+    const compiled = compilePeer()
+    peer = compiled.peer
+    if (!peer) process.stderr.write(`sosplice bench: short connections with C peers left out: no C peer (${compiled.why})\n`)
+  }
   const options = {
     size: parseSize('--size', values.size),
     connections: values.connections.split(',').map(c => parseWhole('--connections', c)),
-    duration,
+    duration: peers.includes('node') ? duration : 0,
+    message: parseSize('--message', values.message),
+    peer,
     runs: parseWhole('--runs', values.runs),
     cases: chosen
   }
@@ -73,12 +92,12 @@ export async function main (args: string[]): Promise<number> {
     process.stdout.write(JSON.stringify({ ...options, machine, ...report }, null, 2) + '\n')
   } else {
     process.stdout.write(`${machine}; loopback; ${options.runs} runs of each case\n`)
-    process.stdout.write(tables(report, options.size))
+    process.stdout.write(tables(report, options.size, options.message))
   }
   return 0
 }
 
-function tables (report: BenchReport, size: number): string {
+function tables (report: BenchReport, size: number, message: number): string {
   let out = ''
   for (const connections of new Set(report.bulk.map(r => r.connections))) {
     const rows = report.bulk.filter(r => r.connections === connections)
@@ -88,16 +107,18 @@ function tables (report: BenchReport, size: number): string {
       ['sys CPU s/GB', r => r.name === 'direct' ? '-' : range(r.stats.sysPerGB, 3)]
     ])
   }
-  for (const connections of new Set(report.short.map(r => r.connections))) {
-    const rows = report.short.filter(r => r.connections === connections)
-    out += `\nshort: ${shortMessage}-byte exchanges, ${connections} at a time\n\n` + table(rows, 'perSecond', [
-      ['conn/s', r => range(r.stats.perSecond, 0)],
-      ['p50 ms', r => r.stats.p50.median.toFixed(2)],
-      ['p99 ms', r => r.stats.p99.median.toFixed(2)],
-      ['user CPU us/conn', r => r.name === 'direct' ? '-' : range(r.stats.userPerConnection, 0)],
-      ['sys CPU us/conn', r => r.name === 'direct' ? '-' : range(r.stats.sysPerConnection, 0)],
-      ['errors', r => String(r.runs.reduce((n, run) => n + Object.values(run.errors).reduce((a, b) => a + b, 0), 0))]
-    ])
+  for (const [results, peers] of [[report.short, 'Node peers'], [report.shortC, 'C peers']] as const) {
+    for (const connections of new Set(results.map(r => r.connections))) {
+      const rows = results.filter(r => r.connections === connections)
+      out += `\nshort: ${message}-byte exchanges, ${connections} at a time, ${peers}\n\n` + table(rows, 'perSecond', [
+        ['conn/s', r => range(r.stats.perSecond, 0)],
+        ['p50 ms', r => r.stats.p50.median.toFixed(2)],
+        ['p99 ms', r => r.stats.p99.median.toFixed(2)],
+        ['user CPU us/conn', r => r.name === 'direct' ? '-' : range(r.stats.userPerConnection, 0)],
+        ['sys CPU us/conn', r => r.name === 'direct' ? '-' : range(r.stats.sysPerConnection, 0)],
+        ['errors', r => String(r.runs.reduce((n, run) => n + Object.values(run.errors).reduce((a, b) => a + b, 0), 0))]
+      ])
+    }
   }
   return out
 }

@@ -1,0 +1,223 @@
+// Load peers for `sosplice bench` that can outrun the proxy under test
+// (Node peers on a small machine hide its speed). Compiled by the bench with
+// the system's C compiler. One thread, one epoll loop each.
+//
+//   peer echo                          prints its port, echoes every
+//                                      connection back and closes it after
+//                                      the client's EOF, until stdin closes
+//   peer client PORT SLOTS SECONDS N   keeps SLOTS connections going for
+//                                      SECONDS: each sends N bytes,
+//                                      half-closes, reads N bytes back to
+//                                      EOF; prints one JSON line
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static void die(const char *what) {
+  perror(what);
+  exit(1);
+}
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static struct sockaddr_in loopback(int port) {
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return a;
+}
+
+// Echo: what was read and not yet written back stays in `pending`.
+struct conn {
+  int fd;
+  char buf[65536];
+  size_t pending;
+  int eof;
+};
+
+// Returns 1 once nothing is pending (or the client is gone).
+static int echo_flush(struct conn *c) {
+  while (c->pending > 0) {
+    ssize_t n = write(c->fd, c->buf, c->pending);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return 0;
+    if (n <= 0) {
+      c->pending = 0;
+      c->eof = 1;
+      return 1;
+    }
+    memmove(c->buf, c->buf + n, c->pending - n);
+    c->pending -= n;
+  }
+  return 1;
+}
+
+// Edge-triggered: reads to EAGAIN and writes back until the socket is full.
+static void echo_serve(int ep, struct conn *c) {
+  for (;;) {
+    int drained = 0;
+    while (!c->eof && c->pending < sizeof c->buf) {
+      ssize_t n = read(c->fd, c->buf + c->pending, sizeof c->buf - c->pending);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) {
+        drained = 1;
+        break;
+      }
+      if (n <= 0) c->eof = 1;
+      else c->pending += n;
+    }
+    if (!echo_flush(c)) return;  // EPOLLOUT brings us back
+    if (c->eof) {
+      epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+      close(c->fd);
+      free(c);
+      return;
+    }
+    if (drained) return;  // EPOLLIN brings us back
+  }
+}
+
+static int echo(void) {
+  int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int on = 1;
+  struct sockaddr_in a = loopback(0);
+  socklen_t len = sizeof a;
+  if (l < 0 || setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0 ||
+      bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 4096) < 0 ||
+      getsockname(l, (struct sockaddr *)&a, &len) < 0)
+    die("listen");
+  printf("%d\n", ntohs(a.sin_port));
+  fflush(stdout);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+  if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev) < 0) die("epoll");
+  ev.data.ptr = &ev;  // stdin: its EOF ends the server
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, 0, &ev) < 0) die("epoll stdin");
+  struct epoll_event events[256];
+  for (;;) {
+    int n = epoll_wait(ep, events, 256, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) die("epoll_wait");
+    for (int i = 0; i < n; i++) {
+      void *p = events[i].data.ptr;
+      if (p == &ev) return 0;
+      if (p == NULL) {
+        int fd;
+        while ((fd = accept4(l, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+          struct conn *c = calloc(1, sizeof *c);
+          if (!c) die("calloc");
+          c->fd = fd;
+          struct epoll_event cev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.ptr = c};
+          if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &cev) < 0) die("epoll_ctl");
+          echo_serve(ep, c);
+        }
+        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) die("accept");
+        continue;
+      }
+      echo_serve(ep, p);
+    }
+  }
+}
+
+// Client: one slot per concurrent connection.
+struct slot {
+  int fd;
+  size_t sent, got;
+  double started;
+};
+
+static int cmp(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static int client(int port, int slots, double seconds, size_t bytes) {
+  char *message = malloc(bytes + 1), buf[65536];
+  struct slot *s = calloc(slots, sizeof *s);
+  size_t cap = 1 << 20, done = 0, errors = 0;
+  double *latency = malloc(cap * sizeof *latency);
+  if (!message || !s || !latency) die("malloc");
+  memset(message, 'x', bytes);
+  struct sockaddr_in a = loopback(port);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) die("epoll");
+  double start = now(), deadline = start + seconds;
+  int live = 0;
+  for (int i = 0; i < slots; i++) s[i].fd = -1;
+  for (;;) {
+    // (Re)open every free slot while there is time.
+    for (int i = 0; i < slots && now() < deadline; i++) {
+      if (s[i].fd >= 0) continue;
+      int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (fd < 0) die("socket");
+      if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0 && errno != EINPROGRESS) die("connect");
+      struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.u32 = i};
+      if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl");
+      s[i] = (struct slot){fd, 0, 0, now()};
+      live++;
+    }
+    if (live == 0) break;
+    struct epoll_event events[256];
+    int n = epoll_wait(ep, events, 256, 1000);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) die("epoll_wait");
+    for (int e = 0; e < n; e++) {
+      struct slot *c = &s[events[e].data.u32];
+      int failed = 0, finished = 0;
+      while (c->sent < bytes) {
+        ssize_t w = write(c->fd, message + c->sent, bytes - c->sent);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == EAGAIN || errno == ENOTCONN)) break;  // still connecting
+        if (w <= 0) { failed = 1; break; }
+        c->sent += w;
+        if (c->sent == bytes && shutdown(c->fd, SHUT_WR) < 0) failed = 1;
+      }
+      while (!failed && !finished) {
+        ssize_t r = read(c->fd, buf, sizeof buf);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && (errno == EAGAIN || errno == ENOTCONN)) break;
+        if (r < 0) failed = 1;
+        else if (r == 0) finished = 1;
+        else c->got += r;
+      }
+      if (finished && c->got != bytes) failed = 1;
+      if (!failed && !finished) continue;
+      if (failed) {
+        errors++;
+      } else {
+        if (done == cap && !(latency = realloc(latency, (cap *= 2) * sizeof *latency))) die("realloc");
+        latency[done++] = (now() - c->started) * 1000;
+      }
+      close(c->fd);  // drops its epoll registration
+      c->fd = -1;
+      live--;
+    }
+  }
+  double elapsed = now() - start;
+  qsort(latency, done, sizeof *latency, cmp);
+  size_t p99 = done * 99 / 100;
+  printf("{\"connections\":%zu,\"seconds\":%.6f,\"errors\":%zu,\"p50\":%.4f,\"p99\":%.4f}\n", done, elapsed,
+         errors, done ? latency[done / 2] : 0, done ? latency[p99] : 0);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc == 2 && !strcmp(argv[1], "echo")) return echo();
+  if (argc == 6 && !strcmp(argv[1], "client"))
+    return client(atoi(argv[2]), atoi(argv[3]), atof(argv[4]), strtoul(argv[5], NULL, 10));
+  fprintf(stderr, "usage: peer echo | peer client PORT SLOTS SECONDS BYTES\n");
+  return 2;
+}
