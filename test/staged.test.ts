@@ -4,9 +4,10 @@ import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import { splice } from '../lib/index.js'
+import { proxy, splice } from '../lib/index.js'
+import { autoSpliceAfter } from '../lib/options.js'
 import { native } from '../lib/native.js'
-import { digest, eachBackend, eventually, readExactly, receive, rig, send, sleep, stream } from './helpers.js'
+import { digest, eachBackend, eventually, readExactly, receive, rig, send, sleep, socketPair, stream } from './helpers.js'
 
 // spliceAfter: the first bytes of a splice are copied in JavaScript, the
 // rest is spliced. (With the userspace backend it changes nothing, and these
@@ -116,6 +117,52 @@ eachBackend('spliceAfter', backend => {
     assert.throws(() => splice(source, drain, { backend, spliceAfter: 1.5 }), { code: 'ERR_OUT_OF_RANGE' })
     assert.throws(() => splice(source, drain, { backend, spliceAfter: '64K' as unknown as number }),
       { code: 'ERR_INVALID_ARG_TYPE' })
+    destroy()
+  })
+})
+
+describe(`default options: the first bytes in JavaScript, the rest in the kernel${native ? '' : ' (skipped: no kernel backend on this host)'}`, () => {
+  before(function () { if (!native) this.skip() })
+
+  it(`a connection under ${autoSpliceAfter} bytes each way never reaches the kernel; past it, the kernel takes over both directions`, async () => {
+    const [client, a] = await socketPair()
+    const [b, server] = await socketPair('127.0.0.1', '127.0.0.1', { allowHalfOpen: true })
+    const before = native!.stats().relays
+    const proxied = proxy(a, b)
+    const next = stream('auto')
+    const request = next(1 * KiB)
+    client.write(request)
+    assert.deepEqual(await readExactly(server, request.length), request)
+    const reply = next(1 * KiB)
+    server.write(reply)
+    assert.deepEqual(await readExactly(client, reply.length), reply)
+    assert.equal(native!.stats().relays, before, 'a kernel relay for a few bytes')
+    // A download past the threshold: the connection goes to the kernel.
+    const download = next(4 * MiB)
+    const atClient = readExactly(client, download.length)
+    server.write(download)
+    assert.ok(await eventually(() => native!.stats().relays === before + 1), 'no kernel relay past the threshold')
+    assert.deepEqual(digest(await atClient), digest(download))
+    const upload = next(256 * KiB)
+    const atServer = receive(server)
+    client.end(upload)
+    assert.deepEqual(await atServer, digest(upload))
+    server.end()
+    const { aToB, bToA } = await proxied
+    assert.deepEqual(aToB, { bytes: request.length + upload.length, reason: 'eof' })
+    assert.deepEqual(bToA, { bytes: reply.length + download.length, reason: 'eof' })
+    assert.equal(native!.stats().relays, before)
+    for (const s of [client, a, b, server]) s.destroy()
+  })
+
+  it('spliceAfter: 0 splices from the first byte, in the same call', async () => {
+    const { sender, source, drain, receiver, destroy } = await rig()
+    const before = native!.stats().relays
+    const sp = splice(source, drain, { spliceAfter: 0 })
+    assert.equal(native!.stats().relays, before + 1)
+    const [sent, got] = await Promise.all([send(sender, 'auto-0', 1 * MiB), receive(receiver)])
+    assert.deepEqual(got, sent)
+    assert.deepEqual(await sp.done, { bytes: 1 * MiB, reason: 'eof' })
     destroy()
   })
 })
