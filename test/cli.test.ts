@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { readFileSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { compilePeer } from '../lib/cli/bench-peer.js'
 import { backends } from '../lib/index.js'
 import { runCli } from './helpers.js'
 
@@ -43,16 +44,19 @@ describe('sosplice (command line)', () => {
     })
   }
 
-  it('bench --json: one document with positive figures for every case, workload and concurrency', async () => {
-    const { code, stdout } = await runCli('bench', '--json', '--size', '8M', '--runs', '2',
+  it('bench --json: one document with positive figures for every case, workload (Node and C peers) and concurrency', async () => {
+    const { code, stdout, stderr } = await runCli('bench', '--json', '--size', '8M', '--runs', '2',
       '--connections', '1,4', '--duration', '0.3')
     assert.equal(code, 0)
     const doc = JSON.parse(stdout)
     assert.equal(doc.size, 8 << 20)
     assert.deepEqual(doc.connections, [1, 4])
-    for (const workload of ['bulk', 'short']) {
+    // The C peers are there wherever a C compiler is; without one the bench says it left them out.
+    const { peer } = compilePeer()
+    if (!peer) assert.match(stderr, /C peers left out/)
+    for (const workload of peer ? ['bulk', 'short', 'shortC'] : ['bulk', 'short']) {
       const cases = doc[workload].map((r: { name: string, connections: number }) => `${r.name}/${r.connections}`)
-      for (const name of ['userspace', 'node-pipe', 'direct', ...backends()]) {
+      for (const name of ['default', 'userspace', 'node-pipe', 'direct', ...backends()]) {
         for (const c of [1, 4]) assert.ok(cases.includes(`${name}/${c}`), `${workload}: ${name}/${c} missing`)
       }
     }
@@ -62,7 +66,7 @@ describe('sosplice (command line)', () => {
       assert.ok(gbits.median > 0 && gbits.min <= gbits.median && gbits.median <= gbits.max, r.name)
       if (r.name !== 'direct') assert.ok(userPerGB.median + sysPerGB.median > 0, `${r.name} used no CPU`)
     }
-    for (const r of doc.short) {
+    for (const r of [...doc.short, ...doc.shortC]) {
       const { perSecond, p50, p99, userPerConnection, sysPerConnection } = r.stats
       assert.ok(perSecond.median > 0 && p50.median > 0 && p99.median >= p50.median, r.name)
       if (r.name !== 'direct') assert.ok(userPerConnection.median + sysPerConnection.median > 0, `${r.name} used no CPU`)

@@ -5,7 +5,8 @@ import { backends, splice } from '../lib/index.js'
 import { sleep } from './helpers.js'
 
 // `node --expose-gc dist/test/footprint.js [N]`: what a splice costs.
-// - N one-way splices on the default backend, idle and then active (their
+// - N one-way splices on the host's best backend, from the first byte (with
+//   default options they would start in JavaScript), idle and then active (their
 //   drains' peers do not read, so every splice holds bytes in flight):
 //   descriptors per splice, and RSS per idle splice.
 // - On every backend, splices started and ended per second for 1 KiB
@@ -34,12 +35,13 @@ async function main () {
   }
   // One splice first, so that the engine's workers are in the baseline.
   const first = rigs.pop()!
-  const warm = splice(first.source, first.drain)
+  const options = { backend: backends()[0] }
+  const warm = splice(first.source, first.drain, options)
   warm.unsplice()
   await warm.done
   await sleep(200)
   const before = { fds: fds(), rss: rss() }
-  const splices = rigs.map(r => splice(r.source, r.drain))
+  const splices = rigs.map(r => splice(r.source, r.drain, options))
   await sleep(500)
   const idle = { fds: fds(), rss: rss() }
   const chunk = Buffer.alloc(64 << 10)

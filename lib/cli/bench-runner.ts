@@ -23,6 +23,8 @@ export interface BenchOptions {
   duration: number
   /** Bytes each way per short connection. */
   message: number
+  /** The short workload with Node peers. */
+  nodePeers: boolean
   runs: number
   cases: string[]
   /** The compiled C peer, for the short workload with C peers. */
@@ -62,7 +64,7 @@ export async function bench (options: BenchOptions): Promise<BenchReport> {
   const { duration, message, peer } = options
   for (const connections of options.connections) {
     report.bulk.push(...await alternate(options, connections, 'bulk', name => bulk(name, options.size, connections)))
-    if (duration > 0) {
+    if (duration > 0 && options.nodePeers) {
       report.short.push(...await alternate(options, connections, 'short',
         name => short(name, duration, connections, message)))
     }

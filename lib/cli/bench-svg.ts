@@ -20,9 +20,11 @@ export function chart (report: BenchReport, options: { size: number, duration: n
     panels.push([`bulk: ${options.size} bytes over ${c} connection(s)`, results, 'gbits', 'Gbit/s'])
     cpuPanels.push([`proxy CPU per GB, bulk over ${c} connection(s)`, results.filter(r => r.name !== 'direct')])
   }
-  for (const c of new Set(report.short.map(r => r.connections))) {
-    panels.push([`short connections, ${c} at a time, ${options.duration} s`,
-      report.short.filter(r => r.connections === c), 'perSecond', 'connections/s'])
+  for (const [results, peers] of [[report.short, 'Node'], [report.shortC, 'C']] as const) {
+    for (const c of new Set(results.map(r => r.connections))) {
+      panels.push([`short connections, ${c} at a time, ${peers} peers, ${options.duration} s`,
+        results.filter(r => r.connections === c), 'perSecond', 'connections/s'])
+    }
   }
   let y = 28
   const body = [text(10, 18, `sosplice bench: ${machine}`, 'bold')]

@@ -74,7 +74,8 @@ export async function main (args: string[]): Promise<number> {
   const options = {
     size: parseSize('--size', values.size),
     connections: values.connections.split(',').map(c => parseWhole('--connections', c)),
-    duration: peers.includes('node') ? duration : 0,
+    duration,
+    nodePeers: peers.includes('node'),
     message: parseSize('--message', values.message),
     peer,
     runs: parseWhole('--runs', values.runs),
