@@ -27,12 +27,16 @@ constexpr int kTickMs = 50;
 
 }  // namespace
 
+class Relay;
+
+// One flow of a relay: one SO_SPLICE, on its own duplicates of the sockets.
 class Splice {
  public:
   int source = -1;  // our duplicates: Node may close or reuse its own
   int drain = -1;
+  int index = 0;    // the flow it is in its relay
   Options options;
-  EndCallback on_end;
+  std::shared_ptr<Relay> relay;  // until it has ended: its ends go there
   Engine* engine = nullptr;
   bool running = false;  // main thread
   // Worker thread only.
@@ -63,6 +67,17 @@ class Engine {
   std::unordered_map<Splice*, std::shared_ptr<Splice>> splices_;
   std::vector<std::shared_ptr<Splice>> ended_;  // kept until the turn ends
   std::thread thread_;
+};
+
+// The flows between two sockets. Each is its own splice here (the kernel
+// splices one way per socket); the relay reports their ends, the last one
+// marked so.
+class Relay {
+ public:
+  std::shared_ptr<Splice> flow[2];
+  EndCallback on_end;
+  int live = 0;  // engine thread, once running
+  bool running = false;  // main thread
 };
 
 namespace {
@@ -238,12 +253,20 @@ void Engine::Finish(Splice& s, Reason reason, int error) {
   }
   live--;
   Result result;
+  result.flow = s.index;
   result.bytes = s.bytes;
   result.reason = reason;
   result.error = error;
   result.syscall = "setsockopt";
-  s.on_end(std::move(result));
-  s.on_end = nullptr;
+  // The relay and its splices hold each other until every flow has ended.
+  std::shared_ptr<Relay> relay = std::move(s.relay);
+  bool last = --relay->live == 0;
+  result.last = last;
+  relay->on_end(std::move(result));
+  if (last) {
+    relay->on_end = nullptr;
+    for (auto& f : relay->flow) f.reset();
+  }
 }
 
 std::unique_ptr<Engine, void (*)(Engine*)> CreateEngine() {
@@ -252,10 +275,9 @@ std::unique_ptr<Engine, void (*)(Engine*)> CreateEngine() {
 
 const char* BackendName() { return "so_splice"; }
 
-std::shared_ptr<Splice> Start(Engine& engine, int source, int drain,
-                              const Options& options, EndCallback on_end,
-                              SysError* err) {
-  for (int fd : {source, drain}) {
+std::shared_ptr<Relay> Start(Engine& engine, const RelaySpec& spec,
+                             EndCallback on_end, SysError* err) {
+  for (int fd : spec.fd) {
     struct stat st;
     if (fstat(fd, &st) < 0) {
       *err = {errno, "fstat"};
@@ -266,33 +288,54 @@ std::shared_ptr<Splice> Start(Engine& engine, int source, int drain,
       return nullptr;
     }
   }
-  auto s = std::make_shared<Splice>();
-  if (!DupBoth(source, drain, &s->source, &s->drain, err)) return nullptr;
-  s->options = options;
-  s->on_end = std::move(on_end);
-  engine.live++;
-  s->engine = &engine;
-  return s;
+  auto relay = std::make_shared<Relay>();
+  for (int f = 0; f < 2; f++) {
+    if (!spec.flow[f].on) continue;
+    auto s = std::make_shared<Splice>();
+    if (!DupBoth(spec.fd[f], spec.fd[1 - f], &s->source, &s->drain, err)) {
+      for (auto& done : relay->flow) {
+        if (!done) continue;
+        CloseFd(done->source);
+        CloseFd(done->drain);
+        engine.live--;
+      }
+      return nullptr;
+    }
+    s->index = f;
+    s->options = spec.flow[f];
+    s->engine = &engine;
+    engine.live++;
+    relay->flow[f] = s;
+    relay->live++;
+  }
+  for (auto& s : relay->flow)
+    if (s) s->relay = relay;
+  relay->on_end = std::move(on_end);
+  return relay;
 }
 
-void Run(const std::shared_ptr<Splice>& splice) {
-  if (splice->running) return;
-  splice->running = true;
-  splice->engine->Post(splice, static_cast<Reason>(0));
+void Run(const std::shared_ptr<Relay>& relay) {
+  if (relay->running) return;
+  relay->running = true;
+  for (auto& s : relay->flow)
+    if (s) s->engine->Post(s, static_cast<Reason>(0));
 }
 
-void Stop(const std::shared_ptr<Splice>& splice, Reason reason) {
-  splice->running = true;
-  splice->engine->Post(splice, reason);
+void Stop(const std::shared_ptr<Relay>& relay, Reason reason) {
+  relay->running = true;
+  for (auto& s : relay->flow)
+    if (s) s->engine->Post(s, reason);
 }
 
 // Live to within one tick.
-int64_t Bytes(const Splice& splice) { return splice.bytes; }
+int64_t Bytes(const Relay& relay, int flow) {
+  return relay.flow[flow] ? relay.flow[flow]->bytes.load() : 0;
+}
 
 Stats GetStats(Engine& engine) {
   Stats stats;
   stats.workers = 1;
-  stats.splices = engine.live;
+  stats.relays = engine.live;  // here: live flows
   stats.descriptors = 3;  // the kqueue and the wake-up pipe
   return stats;
 }
