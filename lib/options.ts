@@ -57,12 +57,17 @@ export function relayOptions (options: SpliceOptions | undefined): RelayOptions 
   }
 }
 
-/** Sockets that `backend` can move bytes between, now or once connected. */
-export function checkPair (source: net.Socket, drain: net.Socket, backend: Backend): void {
+/**
+ * Sockets that `backend` can move bytes between, now or once connected:
+ * one way, or both ways (`both`: the source is a drain too).
+ */
+export function checkPair (source: net.Socket, drain: net.Socket, backend: Backend, both = false): void {
   checkSocket('source', source)
   checkSocket('drain', drain)
   if (source === drain) throw systemError('EINVAL', 'splice', 'source and drain are the same socket')
-  if (drain.writableEnded) throw systemError('EPIPE', 'splice', 'the drain has been ended: nothing more can be written to it')
+  for (const d of both ? [drain, source] : [drain]) {
+    if (d.writableEnded) throw systemError('EPIPE', 'splice', 'the drain has been ended: nothing more can be written to it')
+  }
   if (!backend.native) return
   // Node's Unix socket handle can also carry a pipe or a FIFO, which no
   // kernel splices: identity() says ENOTSOCK.

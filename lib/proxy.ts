@@ -16,8 +16,7 @@ export interface ProxyResult {
  */
 export function proxy (a: net.Socket, b: net.Socket, options?: SpliceOptions): Promise<ProxyResult> {
   const parsed = relayOptions(options)
-  checkPair(a, b, parsed.backend)
-  checkPair(b, a, parsed.backend)
+  checkPair(a, b, parsed.backend, true)
   const halfOpen = [a.allowHalfOpen, b.allowHalfOpen]
   let resolve!: (result: ProxyResult) => void
   const done = new Promise<ProxyResult>(r => { resolve = r })
