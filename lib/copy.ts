@@ -36,6 +36,7 @@ export class Copy {
 
   /** Stops copying, leaving the source paused: the relay decides what comes next. */
   detach (): void {
+    if (this.#detached) return
     this.#detached = true
     clearTimeout(this.#timer)
     this.#source.off('data', this.#onData)

@@ -34,14 +34,22 @@ export const autoSpliceAfter = 64 * 1024
 
 /** Options parsed and checked, once per relay. */
 export interface RelayOptions {
-  backend: Backend
-  max: number
-  idle: number
-  end: boolean
-  spliceAfter: number
+  readonly backend: Backend
+  readonly max: number
+  readonly idle: number
+  readonly end: boolean
+  readonly spliceAfter: number
 }
 
+let defaults: RelayOptions | undefined
+
 export function relayOptions (options: SpliceOptions | undefined): RelayOptions {
+  // Most relays take the defaults: parsed once.
+  if (options === undefined) return (defaults ??= parse(undefined))
+  return parse(options)
+}
+
+function parse (options: SpliceOptions | undefined): RelayOptions {
   const { max, idle } = checkLimits(options)
   const { end = true, backend: name, spliceAfter } = options ?? {}
   if (typeof end !== 'boolean') throw invalidArgType('options.end', 'of type boolean', end)

@@ -1,4 +1,3 @@
-import { once } from 'node:events'
 import type net from 'node:net'
 import { Copy } from './copy.js'
 import { systemError } from './errors.js'
@@ -36,8 +35,10 @@ export class Flow {
 type Phase = 'connecting' | 'copying' | 'handover' | 'kernel' | 'ended'
 
 // One source per drain and one drain per source, as the kernels enforce.
-const sources = new WeakSet<net.Socket>()
-const drains = new WeakSet<net.Socket>()
+// Sets, not WeakSets: a relay ends when its sockets close, and weak
+// collections cost the garbage collector on every connection.
+const sources = new Set<net.Socket>()
+const drains = new Set<net.Socket>()
 
 // Refused for want of resources, or for a socket state JavaScript cannot
 // see: the flows go on in JavaScript (Go's `handled == false`).
@@ -92,22 +93,25 @@ export class Relay {
     }
     // The kernel cannot honour a cork, so no backend does: bytes go out as they come.
     for (const f of this.flows) while (f.drain.writableCorked > 0) f.drain.uncork()
-    if (a.connecting || b.connecting) {
-      this.#claim()
-      Promise.all([connected(a), connected(b)]).then(() => {
-        if (this.#phase !== 'connecting') return
-        // Destroyed while the other was connecting, before its 'close' came.
-        if (a.destroyed || b.destroyed) return this.#endAll(Reason.Close)
-        try {
-          this.#begin()
-        } catch (error) {
-          this.#endAll(Reason.Error, error as Error)
-        }
-      }, () => { /* the socket's 'error' or 'close' ends the relay */ })
-    } else {
+    let connecting = Number(a.connecting) + Number(b.connecting)
+    if (connecting === 0) {
       this.#begin()
       this.#claim()
+      return
     }
+    this.#claim()
+    // Bytes move once both are connected: a listener each, no promise.
+    const onConnect = () => {
+      if (--connecting > 0 || this.#phase !== 'connecting') return
+      // Destroyed while the other was connecting, before its 'close' came.
+      if (a.destroyed || b.destroyed) return this.#endAll(Reason.Close)
+      try {
+        this.#begin()
+      } catch (error) {
+        this.#endAll(Reason.Error, error as Error)
+      }
+    }
+    for (const socket of this.#sockets) if (socket.connecting) socket.once('connect', onConnect)
   }
 
   /** Bytes `flow` has moved so far (the final count once ended). */
@@ -307,8 +311,4 @@ export class Relay {
     this.#counted = on
     countCopying(on ? 1 : -1)
   }
-}
-
-function connected (socket: net.Socket): Promise<unknown> {
-  return socket.connecting ? once(socket, 'connect') : Promise.resolve()
 }
