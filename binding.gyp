@@ -12,7 +12,7 @@
     },
     "conditions": [
       ["OS == 'linux'", { "sources": ["src/splice_linux.cc"] }],
-      ["OS == 'openbsd' or OS == 'freebsd'", { "sources": ["src/splice_bsd.cc"] }]
+      ["OS == 'openbsd' or OS == 'freebsd'", { "sources": ["src/splice_bsd.cc", "src/bsd_end.cc"] }]
     ]
   }]
 }

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
 #include <utility>
 
 #include "splice.h"
@@ -27,6 +30,20 @@ inline int64_t NowMs() {
 [[noreturn]] inline void Fatal(const char* what) {
   std::perror(what);
   std::abort();
+}
+
+// Starts an engine thread that takes no signal: the process's handlers run
+// on Node's threads, and here a signal would only interrupt system calls.
+template <typename F>
+std::thread StartThread(F&& run) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  struct Restore {
+    sigset_t* old;
+    ~Restore() { pthread_sigmask(SIG_SETMASK, old, nullptr); }
+  } restore{&old};
+  return std::thread(std::forward<F>(run));
 }
 
 // A socket's identity, the same whatever descriptor refers to it.

@@ -1,29 +1,50 @@
 // The `so_splice` backend for OpenBSD and FreeBSD: the kernel moves the
-// bytes (setsockopt SO_SPLICE); this file sets the option, reads the count
-// and notices the end. Written from setsockopt(2) on OpenBSD and
-// getsockopt(2) on FreeBSD; compiled only where SO_SPLICE exists.
+// bytes (setsockopt SO_SPLICE); this file sets the option, watches for the
+// end and finds its reason (bsd_end.cc decides it). Written from
+// setsockopt(2) and the kernels' sys/kern/uipc_socket.c; compiled only where
+// SO_SPLICE exists.
+#include "bsd_end.h"
 #include "posix.h"
 #include "splice.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/event.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <netinet/in.h>
 #include <unistd.h>
+#ifdef __FreeBSD__
+#include <netinet/tcp.h>
+#include <netinet/tcp_fsm.h>
+#endif
 
 #include <atomic>
 #include <cerrno>
+#include <climits>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
 namespace sosplice {
 namespace {
 
-// FreeBSD's sp_idle is a lifetime limit and it records no end reason, so
-// idle and max are watched from the byte count at this period.
+#ifdef __OpenBSD__
+constexpr Kernel kKernel = Kernel::kOpenBSD;
+#else
+constexpr Kernel kKernel = Kernel::kFreeBSD;
+#endif
+
+// FreeBSD records no end reason and its sp_idle is a lifetime limit: idle,
+// and a max reached with the source quiet, are watched from the count at
+// this period. OpenBSD needs no timer at all.
 constexpr int kTickMs = 50;
+// FreeBSD can lose the wake-up that ends a splice (so_splice_dispatch()
+// drops it while the transfer runs): quiet splices are looked at this often.
+constexpr int kSweepMs = 1000;
 
 }  // namespace
 
@@ -34,17 +55,24 @@ class Splice {
  public:
   int source = -1;  // our duplicates: Node may close or reuse its own
   int drain = -1;
-  int index = 0;    // the flow it is in its relay
+  SocketId source_id, drain_id;
+  int index = 0;  // the flow it is in its relay
   Options options;
   std::shared_ptr<Relay> relay;  // until it has ended: its ends go there
   Engine* engine = nullptr;
   bool running = false;  // main thread
   // Worker thread only.
   bool ended = false;
+  bool awaiting_room = false;  // spliced again once the drain has room
+  int64_t last_count = 0;     // the count when last read
   int64_t last_move = 0;
-  // The kernel's count as last read by the worker, which alone touches the
-  // descriptors.
-  std::atomic<int64_t> bytes{0};
+  int64_t last_sweep_count = -1;
+  // Bytes() reads the count from the main thread, on the worker's
+  // descriptor: the worker closes it and changes these under the mutex.
+  std::mutex mutex;
+  bool spliced = false;  // the kernel's count is the current splice's
+  int64_t base = 0;      // moved by the earlier splices of this flow
+  std::atomic<int64_t> bytes{0};  // final, once ended
 };
 
 class Engine {
@@ -52,20 +80,32 @@ class Engine {
   Engine();
   ~Engine();
   void Post(const std::shared_ptr<Splice>& s, Reason stop);
+  // The sockets spliced now, as sources and as drains: the kernels refuse
+  // a second splice of either with EBUSY, and so does Start.
+  bool Claim(Splice& s, SysError* err);
+  void Unclaim(const Splice& s);
   std::atomic<int> live{0};
 
  private:
   void Loop();
-  void Check(Splice& s, bool readable);
+  void Begin(Splice& s);
+  void Counting(Splice& s, bool on);
+  bool Fold(Splice& s);
+  void Resplice(Splice& s);
+  void End(Splice& s, Reason asked);
+  void Tick(int64_t now);
+  void Watch(Splice& s, bool room);
   void Finish(Splice& s, Reason reason, int error);
 
   int kq_ = -1;
   int wake_[2] = {-1, -1};
-  std::mutex mutex_;
+  std::mutex mutex_;  // the inbox and the claims
   std::vector<std::pair<std::shared_ptr<Splice>, Reason>> inbox_;
+  std::set<SocketId> sources_, drains_;
   bool quit_ = false;
   std::unordered_map<Splice*, std::shared_ptr<Splice>> splices_;
   std::vector<std::shared_ptr<Splice>> ended_;  // kept until the turn ends
+  int64_t next_sweep_ = 0;
   std::thread thread_;
 };
 
@@ -82,27 +122,92 @@ class Relay {
 
 namespace {
 
-int64_t SpliceCount(int fd, int* error) {
+// getsockopt(SO_SPLICE) takes an interruptible lock on FreeBSD.
+int64_t SpliceCount(int fd) {
   off_t n = 0;
   socklen_t len = sizeof n;
-  if (getsockopt(fd, SOL_SOCKET, SO_SPLICE, &n, &len) < 0) {
-    *error = errno;
-    return -1;
-  }
-  return n;
+  int r;
+  do r = getsockopt(fd, SOL_SOCKET, SO_SPLICE, &n, &len);
+  while (r < 0 && errno == EINTR);
+  return r < 0 ? -1 : n;
 }
 
-int SetSplice(int source, int drain, const Options& options) {
+int SetSplice(int source, int drain, int64_t max, int64_t idle_ms) {
   struct splice sp = {};
   sp.sp_fd = drain;
-  sp.sp_max = drain < 0 ? 0 : options.max;
-#ifdef __OpenBSD__
-  // OpenBSD's sp_idle is inactivity, as promised to JavaScript.
-  sp.sp_idle.tv_sec = options.idle_ms / 1000;
-  sp.sp_idle.tv_usec = (options.idle_ms % 1000) * 1000;
+  sp.sp_max = drain < 0 ? 0 : max;
+  // OpenBSD's sp_idle is inactivity, as promised to JavaScript; FreeBSD's
+  // is a lifetime, so the engine times idle itself there.
+  if (kKernel == Kernel::kOpenBSD) {
+    sp.sp_idle.tv_sec = idle_ms / 1000;
+    sp.sp_idle.tv_usec = (idle_ms % 1000) * 1000;
+  }
+  int r;
+  do r = setsockopt(source, SOL_SOCKET, SO_SPLICE, &sp, sizeof sp);
+  while (r < 0 && errno == EINTR);
+  return r < 0 ? errno : 0;
+}
+
+int IntOption(int fd, int option, int* value) {
+  socklen_t len = sizeof *value;
+  return getsockopt(fd, SOL_SOCKET, option, value, &len) < 0 ? errno : 0;
+}
+
+// Whether the drain can still send: 0, or why not. FreeBSD drops the
+// drain's error when it unsplices (so_splice_xfer()); the TCP state tells
+// without taking the error, which the flow reading that socket needs.
+// OpenBSD has already put it in the source's SO_ERROR.
+int DrainError(int drain) {
+#ifdef __FreeBSD__
+  struct tcp_info info = {};
+  socklen_t len = sizeof info;
+  if (getsockopt(drain, IPPROTO_TCP, TCP_INFO, &info, &len) < 0) return errno;
+  if (info.tcpi_state == TCPS_CLOSED) return ECONNRESET;
+  if (info.tcpi_state != TCPS_ESTABLISHED && info.tcpi_state != TCPS_CLOSE_WAIT)
+    return EPIPE;  // its write side is shut
+#else
+  (void)drain;
 #endif
-  return setsockopt(source, SOL_SOCKET, SO_SPLICE, &sp, sizeof sp) < 0 ? errno
-                                                                        : 0;
+  return 0;
+}
+
+// What can be known of a socket without splicing it: the kernel's own
+// refusals, at once (SPEC section 1).
+bool CheckSocket(int fd, int* type, SocketId* id, SysError* err) {
+  if (!IdentifySocket(fd, id, err)) {
+    if (err->error == ENOTSOCK) err->syscall = "setsockopt";
+    return false;
+  }
+  int accepting = 0;
+  if (int e = IntOption(fd, SO_ACCEPTCONN, &accepting)) {
+    *err = {e, "getsockopt"};
+    return false;
+  }
+  if (accepting) {
+    *err = {kKernel == Kernel::kOpenBSD ? EOPNOTSUPP : EINVAL, "setsockopt"};
+    return false;
+  }
+  if (int e = IntOption(fd, SO_TYPE, type)) {
+    *err = {e, "getsockopt"};
+    return false;
+  }
+  int protocol = 0;
+  if (int e = IntOption(fd, SO_PROTOCOL, &protocol)) {
+    *err = {e, "getsockopt"};
+    return false;
+  }
+  // FreeBSD splices TCP only; OpenBSD TCP or UDP (this package passes TCP).
+  if (*type != SOCK_STREAM || protocol != IPPROTO_TCP) {
+    *err = {EPROTONOSUPPORT, "setsockopt"};
+    return false;
+  }
+  struct sockaddr_storage peer;
+  socklen_t len = sizeof peer;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) < 0) {
+    *err = {errno == EINVAL ? ENOTCONN : errno, "setsockopt"};
+    return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -118,7 +223,7 @@ Engine::Engine() {
   struct kevent ev;
   EV_SET(&ev, wake_[0], EVFILT_READ, EV_ADD, 0, 0, nullptr);
   if (kevent(kq_, &ev, 1, nullptr, 0, nullptr) < 0) Fatal("sosplice: kevent");
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = StartThread([this] { Loop(); });
 }
 
 Engine::~Engine() {
@@ -139,6 +244,23 @@ Engine::~Engine() {
   CloseFd(kq_);
 }
 
+bool Engine::Claim(Splice& s, SysError* err) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (sources_.count(s.source_id) || drains_.count(s.drain_id)) {
+    *err = {EBUSY, "setsockopt"};
+    return false;
+  }
+  sources_.insert(s.source_id);
+  drains_.insert(s.drain_id);
+  return true;
+}
+
+void Engine::Unclaim(const Splice& s) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  sources_.erase(s.source_id);
+  drains_.erase(s.drain_id);
+}
+
 void Engine::Post(const std::shared_ptr<Splice>& s, Reason stop) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -152,15 +274,28 @@ void Engine::Post(const std::shared_ptr<Splice>& s, Reason stop) {
 void Engine::Loop() {
   struct kevent events[64];
   for (;;) {
+    // FreeBSD's idle, max and lost wake-ups need a timer; OpenBSD's do not.
+    bool timed = kKernel == Kernel::kFreeBSD && !splices_.empty();
     timespec tick = {0, kTickMs * 1000000L};
-    int n = kevent(kq_, nullptr, 0, events, 64, splices_.empty() ? nullptr : &tick);
+    int n = kevent(kq_, nullptr, 0, events, 64, timed ? &tick : nullptr);
     if (n < 0) {
       if (errno == EINTR) continue;
       Fatal("sosplice: kevent");
     }
     for (int i = 0; i < n; i++) {
-      if (events[i].udata != nullptr) {
-        Check(*static_cast<Splice*>(events[i].udata), true);
+      auto* s = static_cast<Splice*>(events[i].udata);
+      if (s != nullptr) {
+        if (s->ended) continue;
+        if (events[i].filter == EVFILT_READ) {
+          // While spliced the source never turns readable: when it does,
+          // the splice has ended (data, EOF or an error are waiting).
+          End(*s, static_cast<Reason>(0));
+        } else if (s->awaiting_room &&
+                   !(events[i].flags & EV_EOF) && events[i].fflags == 0) {
+          Resplice(*s);
+        } else {
+          End(*s, static_cast<Reason>(0));  // the drain failed
+        }
         continue;
       }
       char buf[64];
@@ -175,77 +310,175 @@ void Engine::Loop() {
       for (auto& [s, stop] : inbox) {
         if (s->ended) continue;
         if (stop != 0) {
-          // The kernel reports ENOTCONN/EPROTO when it had already ended.
-          if (splices_.count(s.get())) SetSplice(s->source, -1, s->options);
-          Finish(*s, stop, 0);
+          if (splices_.count(s.get()))
+            End(*s, stop);
+          else
+            Finish(*s, stop, 0);
           continue;
         }
         splices_[s.get()] = s;
-        s->last_move = NowMs();
-        if (int error = SetSplice(s->source, s->drain, s->options)) {
-          Finish(*s, kError, error);
-          continue;
-        }
-        // While spliced the source never turns readable: when it does, the
-        // splice has ended (data, EOF or an error are waiting).
-        struct kevent ev;
-        EV_SET(&ev, s->source, EVFILT_READ, EV_ADD, 0, 0, s.get());
-        if (kevent(kq_, &ev, 1, nullptr, 0, nullptr) < 0)
-          Finish(*s, kError, errno);
+        Begin(*s);
       }
     }
-    std::vector<Splice*> all;
-    for (auto& [ptr, s] : splices_) all.push_back(ptr);
-    for (Splice* s : all) Check(*s, false);
+    if (kKernel == Kernel::kFreeBSD) Tick(NowMs());
     ended_.clear();
   }
 }
 
-void Engine::Check(Splice& s, bool readable) {
-  if (s.ended) return;
-  int error = 0;
-  int64_t bytes = SpliceCount(s.source, &error);
-  if (bytes < 0) return Finish(s, kError, error);
-  int64_t now = NowMs();
-  if (bytes != s.bytes) {
-    s.bytes = bytes;
-    s.last_move = now;
+void Engine::Begin(Splice& s) {
+  s.last_move = NowMs();
+  if (int error = SetSplice(s.source, s.drain, s.options.max, s.options.idle_ms))
+    return Finish(s, kError, error);
+  Counting(s, true);
+  struct kevent ev[2];
+  EV_SET(&ev[0], s.source, EVFILT_READ, EV_ADD, 0, 0, &s);
+  int changes = 1;
+  if (kKernel == Kernel::kFreeBSD) {
+    EV_SET(&ev[1], s.drain, EVFILT_WRITE, EV_ADD, NOTE_LOWAT, INTPTR_MAX, &s);
+    changes = 2;
   }
-  if (s.options.max > 0 && bytes >= s.options.max) return Finish(s, kMax, 0);
-  if (!readable) {
-    if (s.options.idle_ms > 0 && now - s.last_move >= s.options.idle_ms) {
-      SetSplice(s.source, -1, s.options);
-      return Finish(s, kIdle, 0);
-    }
-    return;
+  if (kevent(kq_, ev, changes, nullptr, 0, nullptr) < 0) {
+    int error = errno;
+    SetSplice(s.source, -1, 0, 0);
+    Fold(s);
+    Finish(s, kError, error);
   }
-  // Read the end reason now: left in SO_ERROR, Node's next read would take
-  // it for a socket error and destroy a healthy socket.
-  int so_error = 0;
-  socklen_t len = sizeof so_error;
-  if (getsockopt(s.source, SOL_SOCKET, SO_ERROR, &so_error, &len) < 0)
-    return Finish(s, kError, errno);
-  if (so_error == EFBIG) return Finish(s, kMax, 0);
-  if (so_error == ETIMEDOUT) return Finish(s, kIdle, 0);
-  if (so_error != 0) return Finish(s, kError, so_error);
+}
+
+// Whether the kernel's count is the current splice's, not yet in `base`.
+void Engine::Counting(Splice& s, bool on) {
+  std::lock_guard<std::mutex> lock(s.mutex);
+  s.spliced = on;
+}
+
+// Adds the ended splice's count to `base`; false if it cannot be read.
+bool Engine::Fold(Splice& s) {
+  int64_t count = SpliceCount(s.source);
+  if (count < 0) return false;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  s.base += count;
+  s.spliced = false;
+  return true;
+}
+
+// FreeBSD's drain watch: with NOTE_LOWAT above any send buffer it fires only
+// when the drain can send no more or has an error. Waiting for room, it
+// fires once there is room to go on.
+void Engine::Watch(Splice& s, bool room) {
+  struct kevent ev;
+  EV_SET(&ev, s.drain, EVFILT_WRITE, EV_ADD | (room ? EV_ONESHOT : 0),
+         room ? 0 : NOTE_LOWAT, room ? 0 : INTPTR_MAX, &s);
+  struct kevent source;
+  EV_SET(&source, s.source, EVFILT_READ, room ? EV_DISABLE : EV_ENABLE, 0, 0,
+         &s);
+  struct kevent both[2] = {ev, source};
+  if (kevent(kq_, both, 2, nullptr, 0, nullptr) < 0)
+    Finish(s, kError, errno);
+}
+
+void Engine::Resplice(Splice& s) {
+  s.awaiting_room = false;
+  int64_t max = s.options.max > 0 ? s.options.max - s.base : 0;
+  if (int error = SetSplice(s.source, s.drain, max, s.options.idle_ms))
+    return Finish(s, kError, error);
+  Counting(s, true);
+  s.last_count = 0;
+  s.last_sweep_count = -1;
+  if (kKernel == Kernel::kFreeBSD) Watch(s, false);
+}
+
+// The splice has ended, or the engine ends it (`asked`): find why.
+void Engine::End(Splice& s, Reason asked) {
+  EndSignals in;
+  in.kernel = kKernel;
+  in.asked = asked;
+  if (s.spliced) {
+    // The kernel says ENOTCONN (FreeBSD) or EPROTO (OpenBSD) when it had
+    // already ended it: then the real reason is found below. On FreeBSD a
+    // drain failure or a lost wake-up can leave it on: take it off.
+    int refused = asked != 0 || kKernel == Kernel::kFreeBSD ? SetSplice(s.source, -1, 0, 0) : -1;
+    in.asked_first = asked != 0 && refused == 0;
+    if (!Fold(s)) return Finish(s, kError, errno);
+  }
+  in.count = s.base;
+  in.max = s.options.max;
+  // Read, and so cleared, whatever the end: left there, the owner's next
+  // read would fail with it (OpenBSD's EFBIG after max).
+  if (int e = IntOption(s.source, SO_ERROR, &in.so_error))
+    return Finish(s, kError, e);
   char byte;
-  ssize_t peeked = recv(s.source, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (peeked == 0) return Finish(s, kEof, 0);
-  if (peeked < 0 && errno != EAGAIN && errno != EINTR)
-    return Finish(s, kError, errno);
-  // Data waiting and no reason given: unspliced by someone else.
-  Finish(s, kUnsplice, 0);
+  ssize_t peeked;
+  do peeked = recv(s.source, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  while (peeked < 0 && errno == EINTR);
+  in.peek = peeked >= 0 ? static_cast<int>(peeked) : -errno;
+  in.drain_error = DrainError(s.drain);
+  EndDecision d = DecideEnd(in);
+  if (!d.again) return Finish(s, d.reason, d.error);
+  // Go on once the drain has room: at once on OpenBSD, whose short splice
+  // left room, and on FreeBSD when a poll says so.
+  pollfd p = {s.drain, POLLOUT, 0};
+  if (kKernel == Kernel::kOpenBSD || (poll(&p, 1, 0) == 1 && p.revents == POLLOUT))
+    return Resplice(s);
+  s.awaiting_room = true;
+  Watch(s, true);
+}
+
+// FreeBSD: idle and max from the count, for the splices that have them, and
+// now and then every quiet splice for an end whose wake-up was lost.
+void Engine::Tick(int64_t now) {
+  bool sweep = now >= next_sweep_;
+  if (sweep) next_sweep_ = now + kSweepMs;
+  std::vector<Splice*> all;
+  for (auto& [ptr, s] : splices_)
+    if (s->spliced && (sweep || s->options.idle_ms > 0 || s->options.max > 0))
+      all.push_back(ptr);
+  for (Splice* s : all) {
+    if (s->ended || !s->spliced) continue;
+    int64_t count = SpliceCount(s->source);
+    if (count < 0) {
+      Finish(*s, kError, errno);
+      continue;
+    }
+    if (count != s->last_count) {
+      s->last_count = count;
+      s->last_move = now;
+    }
+    if (s->options.max > 0 && s->base + count >= s->options.max) {
+      End(*s, static_cast<Reason>(0));
+    } else if (s->options.idle_ms > 0 && now - s->last_move >= s->options.idle_ms) {
+      End(*s, kIdle);
+    } else if (sweep) {
+      bool quiet = count == s->last_sweep_count;
+      s->last_sweep_count = count;
+      if (!quiet) continue;
+      // A source that has seen EOF with nothing left to move, or a drain
+      // that can send no more: over, whether or not the kernel noticed.
+      pollfd p = {s->source, POLLIN, 0};
+      int pending = 0;
+      bool eof = poll(&p, 1, 0) == 1 && ioctl(s->source, FIONREAD, &pending) == 0 &&
+                 pending == 0;
+      if (eof || DrainError(s->drain) != 0) End(*s, static_cast<Reason>(0));
+    }
+  }
 }
 
 void Engine::Finish(Splice& s, Reason reason, int error) {
-  int count_error = 0;
-  int64_t bytes = SpliceCount(s.source, &count_error);
-  if (bytes >= 0) s.bytes = bytes;
+  if (s.ended) return;
+  if (reason == kEof && s.options.end && shutdown(s.drain, SHUT_WR) < 0 &&
+      errno != ENOTCONN) {
+    reason = kError;
+    error = errno;
+  }
   s.ended = true;
-  // Closing our duplicate drops its kqueue registration with it.
-  CloseFd(s.source);
-  CloseFd(s.drain);
-  s.source = s.drain = -1;
+  {
+    // Closing our duplicates drops their kqueue registrations with them.
+    std::lock_guard<std::mutex> lock(s.mutex);
+    s.bytes = s.base;
+    CloseFd(s.source);
+    CloseFd(s.drain);
+    s.source = s.drain = -1;
+  }
+  Unclaim(s);
   auto it = splices_.find(&s);
   if (it != splices_.end()) {
     ended_.push_back(it->second);
@@ -254,10 +487,10 @@ void Engine::Finish(Splice& s, Reason reason, int error) {
   live--;
   Result result;
   result.flow = s.index;
-  result.bytes = s.bytes;
+  result.bytes = s.base;
   result.reason = reason;
   result.error = error;
-  result.syscall = "setsockopt";
+  result.syscall = reason == kError ? "setsockopt" : "";
   // The relay and its splices hold each other until every flow has ended.
   std::shared_ptr<Relay> relay = std::move(s.relay);
   bool last = --relay->live == 0;
@@ -277,29 +510,35 @@ const char* BackendName() { return "so_splice"; }
 
 std::shared_ptr<Relay> Start(Engine& engine, const RelaySpec& spec,
                              EndCallback on_end, SysError* err) {
-  for (int fd : spec.fd) {
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-      *err = {errno, "fstat"};
-      return nullptr;
-    }
-    if (!S_ISSOCK(st.st_mode)) {
-      *err = {ENOTSOCK, "setsockopt"};
-      return nullptr;
-    }
+  SocketId id[2];
+  int type[2] = {0, 0};
+  for (int i = 0; i < 2; i++) {
+    if (!CheckSocket(spec.fd[i], &type[i], &id[i], err)) return nullptr;
+  }
+  if (id[0] == id[1]) {
+    *err = {EINVAL, "setsockopt"};
+    return nullptr;
   }
   auto relay = std::make_shared<Relay>();
+  auto undo = [&] {
+    for (auto& done : relay->flow) {
+      if (!done) continue;
+      engine.Unclaim(*done);
+      CloseFd(done->source);
+      CloseFd(done->drain);
+      engine.live--;
+    }
+    return nullptr;
+  };
   for (int f = 0; f < 2; f++) {
     if (!spec.flow[f].on) continue;
     auto s = std::make_shared<Splice>();
+    s->source_id = id[f];
+    s->drain_id = id[1 - f];
+    if (!engine.Claim(*s, err)) return undo();
     if (!DupBoth(spec.fd[f], spec.fd[1 - f], &s->source, &s->drain, err)) {
-      for (auto& done : relay->flow) {
-        if (!done) continue;
-        CloseFd(done->source);
-        CloseFd(done->drain);
-        engine.live--;
-      }
-      return nullptr;
+      engine.Unclaim(*s);
+      return undo();
     }
     s->index = f;
     s->options = spec.flow[f];
@@ -327,9 +566,15 @@ void Stop(const std::shared_ptr<Relay>& relay, Reason reason) {
     if (s) s->engine->Post(s, reason);
 }
 
-// Live to within one tick.
+// The count now: read from the kernel while the flow is on.
 int64_t Bytes(const Relay& relay, int flow) {
-  return relay.flow[flow] ? relay.flow[flow]->bytes.load() : 0;
+  Splice* s = relay.flow[flow].get();
+  if (!s) return 0;
+  std::lock_guard<std::mutex> lock(s->mutex);
+  if (s->source < 0) return s->bytes;
+  if (!s->spliced) return s->base;
+  int64_t count = SpliceCount(s->source);
+  return s->base + (count > 0 ? count : 0);
 }
 
 Stats GetStats(Engine& engine) {

@@ -201,6 +201,7 @@ class Worker {
   void Add(const std::shared_ptr<Relay>& r);
   void Request(Relay& r, int f, Reason reason);
   void Pump(Relay& r, int f);
+  void DrainFailed(Relay& r, int f);
   void Finish(Relay& r, int f, Reason reason, int error, const char* syscall,
               bool drain_failed);
   void End(Relay& r);
@@ -466,7 +467,7 @@ std::unique_ptr<Worker> Worker::Start(Shared& shared, SysError* err) {
     return nullptr;
   }
   try {
-    w->thread_ = std::thread([worker = w.get()] { worker->Run(); });
+    w->thread_ = StartThread([worker = w.get()] { worker->Run(); });
   } catch (const std::system_error& e) {
     *err = {e.code().value(), "pthread_create"};
     return nullptr;
@@ -547,8 +548,11 @@ void Worker::Run() {
       Flow& from = r.flow[side.index];
       Flow& into = r.flow[1 - side.index];
       if (!from.ended && (events[i].events & kReadable)) Pump(r, side.index);
-      if (!into.ended && into.in_pipe > 0 && (events[i].events & kWritable))
+      if (into.ended) continue;
+      if (into.in_pipe > 0 && (events[i].events & kWritable))
         Pump(r, 1 - side.index);
+      else if (events[i].events & (EPOLLERR | EPOLLHUP))
+        DrainFailed(r, 1 - side.index);
     }
     std::vector<std::pair<std::shared_ptr<Relay>, int>> ready;
     ready.swap(ready_);
@@ -679,6 +683,18 @@ void Worker::Pump(Relay& r, int f) {
     s.queued = true;
     ready_.emplace_back(live_[&r], f);
   }
+}
+
+// The drain was reset (or closed) while its flow had nothing to write: with
+// a quiet source no write would ever find out.
+void Worker::DrainFailed(Relay& r, int f) {
+  int error = 0;
+  socklen_t len = sizeof error;
+  if (getsockopt(r.Drain(f), SOL_SOCKET, SO_ERROR, &error, &len) < 0)
+    error = errno;
+  // The flow reading from it may find only EOF now that the error is taken.
+  shared_.MarkReset(r.side[1 - f].id);
+  Finish(r, f, kError, error != 0 ? error : EPIPE, "splice", true);
 }
 
 void Worker::Finish(Relay& r, int f, Reason reason, int error,

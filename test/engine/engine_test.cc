@@ -1,0 +1,579 @@
+// The engine contract, without Node: this host's engine (src/splice.h)
+// driven with real TCP sockets on 127.0.0.1 and ::1, every byte checked by
+// length and hash. Built and run by `npm run test:engine` (test/engine/run.sh)
+// with nothing but a C++17 compiler, so that a BSD user can check the
+// kernel's SO_SPLICE on their own machine.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../../src/splice.h"
+
+using namespace sosplice;
+
+namespace {
+
+int failures = 0;
+
+#define CHECK(cond, ...)                                   \
+  do {                                                     \
+    if (!(cond)) {                                         \
+      std::printf("      %s:%d: ", __FILE__, __LINE__);   \
+      std::printf(__VA_ARGS__);                            \
+      std::printf("\n");                                   \
+      throw Failed();                                      \
+    }                                                      \
+  } while (0)
+
+struct Failed {};
+
+int64_t NowMs() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+const char* ReasonName(int r) {
+  static const char* names[] = {"none", "eof", "max", "idle", "unsplice", "error", "close"};
+  return r >= 0 && r <= kClose ? names[r] : "?";
+}
+
+// A byte stream both sides can compute: length and FNV-1a hash.
+struct Digest {
+  uint64_t length = 0;
+  uint64_t hash = 1469598103934665603ull;
+  void Add(const char* p, size_t n) {
+    for (size_t i = 0; i < n; i++) hash = (hash ^ static_cast<unsigned char>(p[i])) * 1099511628211ull;
+    length += n;
+  }
+  bool operator==(const Digest& o) const { return length == o.length && hash == o.hash; }
+};
+
+void Pattern(uint64_t seed, uint64_t offset, char* p, size_t n) {
+  for (size_t i = 0; i < n; i++) p[i] = static_cast<char>(((offset + i) * 131 + seed + (offset + i) / 4093) & 0xff);
+}
+
+Digest PatternDigest(uint64_t seed, uint64_t from, uint64_t n) {
+  Digest d;
+  std::vector<char> buf(65536);
+  for (uint64_t done = 0; done < n;) {
+    size_t k = static_cast<size_t>(std::min<uint64_t>(buf.size(), n - done));
+    Pattern(seed, from + done, buf.data(), k);
+    d.Add(buf.data(), k);
+    done += k;
+  }
+  return d;
+}
+
+int Wait(int fd, short events, int ms) {
+  pollfd p = {fd, events, 0};
+  int n;
+  do n = poll(&p, 1, ms); while (n < 0 && errno == EINTR);
+  return n;
+}
+
+// Writes n pattern bytes (from offset) to a blocking or non-blocking socket.
+bool WritePattern(int fd, uint64_t seed, uint64_t offset, uint64_t n) {
+  std::vector<char> buf(65536);
+  for (uint64_t done = 0; done < n;) {
+    size_t k = static_cast<size_t>(std::min<uint64_t>(buf.size(), n - done));
+    Pattern(seed, offset + done, buf.data(), k);
+    ssize_t w = send(fd, buf.data(), k, MSG_NOSIGNAL);
+    if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+      Wait(fd, POLLOUT, 1000);
+      continue;
+    }
+    if (w < 0) return false;
+    done += static_cast<uint64_t>(w);
+  }
+  return true;
+}
+
+// Reads to EOF (or error, or `limit` bytes, or `quiet_ms` without a byte).
+struct ReadResult {
+  Digest digest;
+  int error = 0;
+};
+ReadResult ReadAll(int fd, uint64_t limit = UINT64_MAX, int quiet_ms = 30000) {
+  ReadResult r;
+  std::vector<char> buf(65536);
+  while (r.digest.length < limit) {
+    if (Wait(fd, POLLIN, quiet_ms) == 0) break;
+    size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), limit - r.digest.length));
+    ssize_t n = recv(fd, buf.data(), want, 0);
+    if (n == 0) break;
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n < 0) {
+      r.error = errno;
+      break;
+    }
+    r.digest.Add(buf.data(), static_cast<size_t>(n));
+  }
+  return r;
+}
+
+int Listener(int family) {
+  int l = socket(family, SOCK_STREAM, 0);
+  int one = 1;
+  setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_storage ss = {};
+  socklen_t len;
+  if (family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_addr = in6addr_loopback;
+    len = sizeof *a;
+  }
+  if (bind(l, reinterpret_cast<sockaddr*>(&ss), len) < 0 || listen(l, 512) < 0) {
+    std::perror("listener");
+    std::exit(2);
+  }
+  return l;
+}
+
+// A connected pair over loopback: {client, accepted}.
+std::pair<int, int> TcpPair(int family) {
+  int l = Listener(family);
+  sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  getsockname(l, reinterpret_cast<sockaddr*>(&ss), &len);
+  int c = socket(family, SOCK_STREAM, 0);
+  if (connect(c, reinterpret_cast<sockaddr*>(&ss), len) < 0) {
+    std::perror("connect");
+    std::exit(2);
+  }
+  int a = accept(l, nullptr, nullptr);
+  close(l);
+  return {c, a};
+}
+
+void Reset(int fd) {
+  linger lg = {1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(fd);
+}
+
+// The ends the engine reports, gathered from its threads.
+struct Ends {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::vector<Result> results;
+  EndCallback Callback() {
+    return [this](Result&& r) {
+      std::lock_guard<std::mutex> lock(mutex);
+      results.push_back(std::move(r));
+      changed.notify_all();
+    };
+  }
+  // Waits for n ends in all; false on timeout.
+  bool Wait(size_t n, int ms) {
+    std::unique_lock<std::mutex> lock(mutex);
+    return changed.wait_for(lock, std::chrono::milliseconds(ms), [&] { return results.size() >= n; });
+  }
+  size_t Count() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return results.size();
+  }
+  Result Take(int flow = 0) {
+    std::lock_guard<std::mutex> lock(mutex);
+    for (auto& r : results)
+      if (r.flow == flow) return r;
+    return {};
+  }
+};
+
+// One direction: writer -> source ~~engine~~> drain -> reader.
+struct Line {
+  int writer, source, drain, reader;
+  explicit Line(int source_family = AF_INET, int drain_family = AF_INET) {
+    std::tie(writer, source) = TcpPair(source_family);
+    std::tie(drain, reader) = TcpPair(drain_family);
+  }
+  ~Line() {
+    for (int fd : {writer, source, drain, reader})
+      if (fd >= 0) close(fd);
+  }
+};
+
+std::shared_ptr<Relay> StartOne(Engine& engine, Line& line, Ends& ends, Options o, SysError* err = nullptr) {
+  RelaySpec spec;
+  spec.fd[0] = line.source;
+  spec.fd[1] = line.drain;
+  o.on = true;
+  spec.flow[0] = o;
+  SysError local;
+  auto relay = Start(engine, spec, ends.Callback(), err ? err : &local);
+  if (!err) CHECK(relay, "Start: %s %s", local.syscall, std::strerror(local.error));
+  if (relay) Run(relay);
+  return relay;
+}
+
+void ExpectEnd(Ends& ends, Reason reason, int ms = 30000) {
+  CHECK(ends.Wait(1, ms), "no end within %d ms", ms);
+  Result r = ends.Take();
+  CHECK(r.reason == reason, "ended with '%s' (%s), not '%s'", ReasonName(r.reason),
+        r.error ? std::strerror(r.error) : "no error", ReasonName(reason));
+}
+
+using Engine_ = std::unique_ptr<Engine, void (*)(Engine*)>;
+
+// ---- the scenarios ----
+
+void Eof(Engine& engine) {
+  const uint64_t n = 64ull << 20;
+  Line line;
+  Ends ends;
+  auto relay = StartOne(engine, line, ends, {});
+  std::thread writer([&] {
+    WritePattern(line.writer, 1, 0, n);
+    shutdown(line.writer, SHUT_WR);
+  });
+  ReadResult got;
+  std::thread reader([&] { got = ReadAll(line.reader); });
+  ExpectEnd(ends, kEof, 60000);
+  writer.join();
+  shutdown(line.drain, SHUT_WR);  // what JavaScript does with `end`
+  reader.join();
+  Result r = ends.Take();
+  CHECK(r.bytes == static_cast<int64_t>(n), "bytes %lld, not %llu", (long long)r.bytes, (unsigned long long)n);
+  CHECK(got.digest == PatternDigest(1, 0, n), "the drain got %llu bytes, not the %llu sent, or others",
+        (unsigned long long)got.digest.length, (unsigned long long)n);
+}
+
+void Max(Engine& engine) {
+  const uint64_t max = 1 << 20, extra = 1000;
+  Line line;
+  Ends ends;
+  Options o;
+  o.max = max;
+  auto relay = StartOne(engine, line, ends, o);
+  WritePattern(line.writer, 2, 0, max + extra);
+  ExpectEnd(ends, kMax);
+  Result r = ends.Take();
+  CHECK(r.bytes == static_cast<int64_t>(max), "bytes %lld, not max", (long long)r.bytes);
+  ReadResult drained = ReadAll(line.reader, max, 5000);
+  CHECK(drained.digest == PatternDigest(2, 0, max), "the drain got %llu bytes, not max", (unsigned long long)drained.digest.length);
+  CHECK(Wait(line.reader, POLLIN, 300) == 0, "the drain got more than max");
+  int so_error = -1;
+  socklen_t len = sizeof so_error;
+  CHECK(getsockopt(line.source, SOL_SOCKET, SO_ERROR, &so_error, &len) == 0 && so_error == 0,
+        "the source's SO_ERROR is %s", std::strerror(so_error));
+  ReadResult rest = ReadAll(line.source, extra, 5000);
+  CHECK(rest.digest == PatternDigest(2, max, extra), "the source holds %llu of the %llu bytes past max",
+        (unsigned long long)rest.digest.length, (unsigned long long)extra);
+}
+
+void Idle(Engine& engine) {
+  Line line;
+  Ends ends;
+  Options o;
+  o.idle_ms = 300;
+  auto relay = StartOne(engine, line, ends, o);
+  // A byte every 100 ms for 1.2 s: never 300 ms without one.
+  for (int i = 0; i < 12; i++) {
+    WritePattern(line.writer, 3, i, 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK(ends.Count() == 0, "ended during the trickle, after %d bytes", i + 1);
+  }
+  int64_t last = NowMs();
+  ExpectEnd(ends, kIdle, 5000);
+  int64_t took = NowMs() - last;
+  CHECK(took >= 200 && took <= 1300, "idle ended %lld ms after the last byte", (long long)took);
+  CHECK(ends.Take().bytes == 12, "bytes %lld, not 12", (long long)ends.Take().bytes);
+  CHECK(ReadAll(line.reader, 12, 2000).digest == PatternDigest(3, 0, 12), "the drain did not get the 12 bytes");
+}
+
+// Stops a flow mid-transfer; what left the source is in the drain or the
+// residual, the rest still in the source.
+void StopMidway(Engine& engine, Reason how) {
+  const uint64_t n = 32ull << 20;
+  Line line;
+  Ends ends;
+  auto relay = StartOne(engine, line, ends, {});
+  std::atomic<bool> writing{true};
+  std::thread writer([&] {
+    WritePattern(line.writer, 4, 0, n);
+    writing = false;
+  });
+  ReadResult drained;
+  std::thread reader([&] { drained = ReadAll(line.reader, UINT64_MAX, 1500); });
+  while (Bytes(*relay, 0) < (4 << 20)) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  Stop(relay, how);
+  ExpectEnd(ends, how, 10000);
+  Result r = ends.Take();
+  reader.join();
+  CHECK(drained.digest.length == static_cast<uint64_t>(r.bytes), "the drain got %llu bytes, the result says %lld",
+        (unsigned long long)drained.digest.length, (long long)r.bytes);
+  Digest moved = drained.digest;
+  moved.Add(r.residual.data(), r.residual.size());
+  CHECK(moved == PatternDigest(4, 0, moved.length), "drain + residual are not the first %llu bytes sent",
+        (unsigned long long)moved.length);
+  ReadResult rest = ReadAll(line.source, n - moved.length, 5000);
+  CHECK(rest.digest == PatternDigest(4, moved.length, n - moved.length), "the source's rest is %llu bytes, not %llu",
+        (unsigned long long)rest.digest.length, (unsigned long long)(n - moved.length));
+  writer.join();
+}
+
+void DrainResetFlowing(Engine& engine) {
+  Line line;
+  Ends ends;
+  auto relay = StartOne(engine, line, ends, {});
+  std::thread writer([&] { WritePattern(line.writer, 5, 0, 64ull << 20); });
+  ReadAll(line.reader, 1 << 20);
+  Reset(line.reader);
+  line.reader = -1;
+  ExpectEnd(ends, kError, 10000);
+  Result r = ends.Take();
+  CHECK(r.error == ECONNRESET || r.error == EPIPE, "error %s", std::strerror(r.error));
+  shutdown(line.source, SHUT_RDWR);  // lets the writer go
+  writer.join();
+}
+
+void DrainResetQuiet(Engine& engine) {
+  Line line;
+  Ends ends;
+  auto relay = StartOne(engine, line, ends, {});
+  WritePattern(line.writer, 6, 0, 1024);
+  CHECK(ReadAll(line.reader, 1024, 5000).digest.length == 1024, "the first KiB did not arrive");
+  Reset(line.reader);
+  line.reader = -1;
+  ExpectEnd(ends, kError, 3000);
+  Result r = ends.Take();
+  CHECK(r.error == ECONNRESET || r.error == EPIPE, "error %s", std::strerror(r.error));
+}
+
+void SourceReset(Engine& engine) {
+  Line line;
+  Ends ends;
+  auto relay = StartOne(engine, line, ends, {});
+  WritePattern(line.writer, 7, 0, 1024);
+  CHECK(ReadAll(line.reader, 1024, 5000).digest.length == 1024, "the first KiB did not arrive");
+  Reset(line.writer);
+  line.writer = -1;
+  ExpectEnd(ends, kError, 3000);
+  CHECK(ends.Take().error == ECONNRESET, "error %s", std::strerror(ends.Take().error));
+}
+
+void Ipv6IntoIpv4(Engine& engine) {
+  const uint64_t n = 8ull << 20;
+  Line line(AF_INET6, AF_INET);
+  Ends ends;
+  auto relay = StartOne(engine, line, ends, {});
+  std::thread writer([&] {
+    WritePattern(line.writer, 8, 0, n);
+    shutdown(line.writer, SHUT_WR);
+  });
+  ReadResult got;
+  std::thread reader([&] { got = ReadAll(line.reader); });
+  ExpectEnd(ends, kEof);
+  writer.join();
+  shutdown(line.drain, SHUT_WR);
+  reader.join();
+  CHECK(got.digest == PatternDigest(8, 0, n), "the drain got %llu bytes", (unsigned long long)got.digest.length);
+}
+
+void BothWays(Engine& engine) {
+  const uint64_t n = 8ull << 20;
+  auto [pa, a] = TcpPair(AF_INET);
+  auto [b, pb] = TcpPair(AF_INET6);
+  Ends ends;
+  RelaySpec spec;
+  spec.fd[0] = a;
+  spec.fd[1] = b;
+  spec.flow[0].on = spec.flow[1].on = true;
+  SysError err;
+  auto relay = Start(engine, spec, ends.Callback(), &err);
+  CHECK(relay, "Start: %s", std::strerror(err.error));
+  Run(relay);
+  ReadResult at_b, at_a;
+  std::thread wa([&] { WritePattern(pa, 9, 0, n); shutdown(pa, SHUT_WR); });
+  std::thread wb([&] { WritePattern(pb, 10, 0, n); shutdown(pb, SHUT_WR); });
+  std::thread ra([&] { at_a = ReadAll(pa); });
+  std::thread rb([&] { at_b = ReadAll(pb); });
+  CHECK(ends.Wait(2, 30000), "both flows did not end");
+  shutdown(a, SHUT_WR);
+  shutdown(b, SHUT_WR);
+  for (auto* t : {&wa, &wb, &ra, &rb}) t->join();
+  for (int fd : {pa, a, b, pb}) close(fd);
+  CHECK(ends.Take(0).reason == kEof && ends.Take(1).reason == kEof, "not both eof");
+  CHECK(at_b.digest == PatternDigest(9, 0, n) && at_a.digest == PatternDigest(10, 0, n), "bytes differ");
+}
+
+void Concurrent(Engine& engine) {
+  const int count = 200;
+  const uint64_t n = 1 << 20;
+  std::vector<std::unique_ptr<Line>> lines;
+  std::vector<Ends> ends(count);
+  std::vector<std::shared_ptr<Relay>> relays;
+  for (int i = 0; i < count; i++) {
+    lines.push_back(std::make_unique<Line>(i % 2 ? AF_INET6 : AF_INET, AF_INET));
+    relays.push_back(StartOne(engine, *lines[i], ends[i], {}));
+  }
+  std::vector<ReadResult> got(count);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; t++) {
+    threads.emplace_back([&, t] {
+      for (int i = t; i < count; i += 8) {
+        WritePattern(lines[i]->writer, 100 + i, 0, n);
+        shutdown(lines[i]->writer, SHUT_WR);
+      }
+    });
+    threads.emplace_back([&, t] {
+      for (int i = t; i < count; i += 8) got[i] = ReadAll(lines[i]->reader, n, 60000);
+    });
+  }
+  for (auto& t : threads) t.join();
+  int64_t deadline = NowMs() + 60000;
+  int ended = 0, wrong = 0;
+  for (int i = 0; i < count; i++) {
+    if (ends[i].Wait(1, static_cast<int>(std::max<int64_t>(0, deadline - NowMs())))) {
+      ended++;
+      Result r = ends[i].Take();
+      if (r.reason != kEof || r.bytes != static_cast<int64_t>(n)) wrong++;
+    }
+    if (!(got[i].digest == PatternDigest(100 + i, 0, n))) wrong++;
+  }
+  CHECK(ended == count && wrong == 0, "%d of %d ended, %d wrong", ended, count, wrong);
+}
+
+void BadInputs(Engine& engine) {
+  auto expect = [&](const char* what, int fd0, int fd1, std::initializer_list<int> errors) {
+    RelaySpec spec;
+    spec.fd[0] = fd0;
+    spec.fd[1] = fd1;
+    spec.flow[0].on = true;
+    SysError err;
+    Ends ends;
+    auto relay = Start(engine, spec, ends.Callback(), &err);
+    if (relay) {
+      // Refused later, by the kernel: still an error end, never a hang.
+      Run(relay);
+      CHECK(ends.Wait(1, 3000), "%s: accepted, and no end came", what);
+      err.error = ends.Take().reason == kError ? ends.Take().error : 0;
+      std::printf("      %s: refused at the end, not at Start (%s)\n", what, std::strerror(err.error));
+    }
+    bool ok = false;
+    for (int e : errors) ok = ok || err.error == e;
+    CHECK(ok, "%s: %s", what, err.error ? std::strerror(err.error) : "accepted");
+  };
+  Line line;
+  int file = open("/dev/null", O_RDONLY);
+  int lsn = Listener(AF_INET);
+  int unconnected = socket(AF_INET, SOCK_STREAM, 0);
+  int udp = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in to = {};
+  to.sin_family = AF_INET;
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  to.sin_port = htons(9);
+  connect(udp, reinterpret_cast<sockaddr*>(&to), sizeof to);
+  int closed = dup(file);
+  close(closed);
+  try {
+    expect("a closed descriptor as source", closed, line.drain, {EBADF});
+    expect("a closed descriptor as drain", line.source, closed, {EBADF});
+    expect("a file as source", file, line.drain, {ENOTSOCK});
+    expect("a file as drain", line.source, file, {ENOTSOCK});
+    expect("a listening source", lsn, line.drain, {EINVAL, EOPNOTSUPP});
+    expect("a listening drain", line.source, lsn, {EINVAL, EOPNOTSUPP});
+    expect("an unconnected source", unconnected, line.drain, {ENOTCONN});
+    expect("an unconnected drain", line.source, unconnected, {ENOTCONN});
+    expect("TCP into UDP", line.source, udp, {EPROTONOSUPPORT});
+    expect("UDP into TCP", udp, line.drain, {EPROTONOSUPPORT});
+    expect("a socket into itself", line.source, line.source, {EINVAL});
+    // A source already spliced.
+    Ends first;
+    auto relay = StartOne(engine, line, first, {});
+    Line other;
+    expect("a source already spliced", line.source, other.drain, {EBUSY});
+    expect("a drain already spliced to", other.source, line.drain, {EBUSY});
+    Stop(relay, kClose);
+    CHECK(first.Wait(1, 5000), "the first splice did not end");
+  } catch (Failed&) {
+    for (int fd : {file, lsn, unconnected, udp}) close(fd);
+    throw;
+  }
+  for (int fd : {file, lsn, unconnected, udp}) close(fd);
+}
+
+int OpenFds() {
+  int n = 0;
+  for (int fd = 0; fd < 4096; fd++)
+    if (fcntl(fd, F_GETFD) >= 0) n++;
+  return n;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  signal(SIGPIPE, SIG_IGN);
+  std::printf("engine: %s\n", BackendName());
+  int before = OpenFds();
+  struct Scenario {
+    const char* name;
+    std::function<void(Engine&)> run;
+  } scenarios[] = {
+      {"EOF: 64 MiB, every byte, then the end", Eof},
+      {"max: exactly max moved, the rest readable from the source, SO_ERROR clear", Max},
+      {"idle: a byte every 100 ms keeps idle 300 going; silence ends it", Idle},
+      {"unsplice mid-transfer: drain + residual + the source's rest = all sent, in order",
+       [](Engine& e) { StopMidway(e, kUnsplice); }},
+      {"close mid-transfer: ends at once, nothing lost from the source",
+       [](Engine& e) { StopMidway(e, kClose); }},
+      {"drain reset while bytes flow: an error", DrainResetFlowing},
+      {"drain reset with the source quiet: an error within 3 s", DrainResetQuiet},
+      {"source reset: ECONNRESET", SourceReset},
+      {"IPv6 into IPv4", Ipv6IntoIpv4},
+      {"both ways at once (a proxied connection)", BothWays},
+      {"200 concurrent splices of 1 MiB: every end reported, every byte", Concurrent},
+      {"bad inputs, each with its errno", BadInputs},
+  };
+  const char* only = argc > 1 ? argv[1] : nullptr;
+  {
+    Engine_ engine = CreateEngine();
+    for (auto& s : scenarios) {
+      if (only && !std::strstr(s.name, only)) continue;
+      int64_t t0 = NowMs();
+      bool ok = true;
+      try {
+        s.run(*engine);
+      } catch (Failed&) {
+        ok = false;
+        failures++;
+      }
+      std::printf("%s %s (%lld ms)\n", ok ? "ok  " : "FAIL", s.name, (long long)(NowMs() - t0));
+      std::fflush(stdout);
+    }
+    // Let the last ends close what they hold.
+    for (int i = 0; i < 100 && GetStats(*engine).relays > 0; i++)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    int live = GetStats(*engine).relays;
+    std::printf("%s no relay left live (%d)\n", live == 0 ? "ok  " : "FAIL", live);
+    if (live) failures++;
+  }
+  int after = OpenFds();
+  std::printf("%s no descriptor left open (%d before, %d after)\n", after == before ? "ok  " : "FAIL", before, after);
+  if (after != before) failures++;
+  std::printf(failures ? "%d FAILED\n" : "all passed\n", failures);
+  return failures ? 1 : 0;
+}
