@@ -152,8 +152,7 @@ Napi::Value Identity(const Napi::CallbackInfo& info) {
   SysError err;
   if (!IdentifySocket(Descriptor(info[0], "fd", "fstat"), &id, &err))
     throw ErrnoError(env, err.error, err.syscall);
-  return Napi::String::New(
-      env, std::to_string(id.first) + ":" + std::to_string(id.second));
+  return Napi::String::New(env, SocketIdText(id));
 }
 
 }  // namespace

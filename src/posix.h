@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <thread>
 #include <utility>
 
@@ -47,7 +49,14 @@ std::thread StartThread(F&& run) {
 }
 
 // A socket's identity, the same whatever descriptor refers to it.
+#ifdef __linux__
 using SocketId = std::pair<dev_t, ino_t>;
+#else
+// The BSD kernels give a socket no inode number in fstat: a socket is known
+// by its own address and its peer's, which no other socket on the host has
+// together (the loopback peer has them the other way round).
+using SocketId = std::string;
+#endif
 
 inline bool IdentifySocket(int fd, SocketId* id, SysError* err) {
   struct stat st;
@@ -59,8 +68,32 @@ inline bool IdentifySocket(int fd, SocketId* id, SysError* err) {
     *err = {ENOTSOCK, "fstat"};
     return false;
   }
+#ifdef __linux__
   *id = {st.st_dev, st.st_ino};
+#else
+  struct sockaddr_storage own = {}, peer = {};
+  socklen_t own_len = sizeof own, peer_len = sizeof peer;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&own), &own_len) < 0) {
+    *err = {errno, "getsockname"};
+    return false;
+  }
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) < 0) peer_len = 0;
+  id->assign(reinterpret_cast<const char*>(&own), own_len);
+  id->append(reinterpret_cast<const char*>(&peer), peer_len);
+#endif
   return true;
+}
+
+// The identity as JavaScript sees it.
+inline std::string SocketIdText(const SocketId& id) {
+#ifdef __linux__
+  return std::to_string(id.first) + ":" + std::to_string(id.second);
+#else
+  static const char hex[] = "0123456789abcdef";
+  std::string text;
+  for (unsigned char c : id) text += {hex[c >> 4], hex[c & 15]};
+  return text;
+#endif
 }
 
 inline void CloseFd(int fd) {

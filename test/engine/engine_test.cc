@@ -268,11 +268,14 @@ void Max(Engine& engine) {
   Options o;
   o.max = max;
   auto relay = StartOne(engine, line, ends, o);
-  WritePattern(line.writer, 2, 0, max + extra);
+  std::thread writer([&] { WritePattern(line.writer, 2, 0, max + extra); });
+  ReadResult drained;
+  std::thread reader([&] { drained = ReadAll(line.reader, max, 10000); });
   ExpectEnd(ends, kMax);
+  writer.join();
+  reader.join();
   Result r = ends.Take();
   CHECK(r.bytes == static_cast<int64_t>(max), "bytes %lld, not max", (long long)r.bytes);
-  ReadResult drained = ReadAll(line.reader, max, 5000);
   CHECK(drained.digest == PatternDigest(2, 0, max), "the drain got %llu bytes, not max", (unsigned long long)drained.digest.length);
   CHECK(Wait(line.reader, POLLIN, 300) == 0, "the drain got more than max");
   int so_error = -1;
@@ -346,7 +349,7 @@ void DrainResetFlowing(Engine& engine) {
   ExpectEnd(ends, kError, 10000);
   Result r = ends.Take();
   CHECK(r.error == ECONNRESET || r.error == EPIPE, "error %s", std::strerror(r.error));
-  shutdown(line.source, SHUT_RDWR);  // lets the writer go
+  shutdown(line.writer, SHUT_RDWR);  // lets the writer go
   writer.join();
 }
 
@@ -549,11 +552,26 @@ int main(int argc, char** argv) {
       {"bad inputs, each with its errno", BadInputs},
   };
   const char* only = argc > 1 ? argv[1] : nullptr;
+  // A scenario that hangs fails the run rather than holding it forever.
+  std::atomic<int64_t> deadline{0};
+  std::atomic<const char*> current{""};
+  std::thread([&] {
+    for (;;) {
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      if (deadline && NowMs() > deadline) {
+        std::printf("FAIL %s: still running after 120 s\n", current.load());
+        std::fflush(stdout);
+        _exit(1);
+      }
+    }
+  }).detach();
   {
     Engine_ engine = CreateEngine();
     for (auto& s : scenarios) {
       if (only && !std::strstr(s.name, only)) continue;
       int64_t t0 = NowMs();
+      current = s.name;
+      deadline = t0 + 120000;
       bool ok = true;
       try {
         s.run(*engine);
@@ -564,6 +582,7 @@ int main(int argc, char** argv) {
       std::printf("%s %s (%lld ms)\n", ok ? "ok  " : "FAIL", s.name, (long long)(NowMs() - t0));
       std::fflush(stdout);
     }
+    deadline = 0;
     // Let the last ends close what they hold.
     for (int i = 0; i < 100 && GetStats(*engine).relays > 0; i++)
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
