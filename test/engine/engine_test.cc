@@ -44,6 +44,16 @@ int failures = 0;
 
 struct Failed {};
 
+// A thread joined however its scope is left: a failed check must not
+// terminate the run.
+struct Joined : std::thread {
+  using std::thread::thread;
+  Joined(Joined&&) = default;
+  ~Joined() {
+    if (joinable()) join();
+  }
+};
+
 int64_t NowMs() {
   using namespace std::chrono;
   return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
@@ -128,10 +138,12 @@ ReadResult ReadAll(int fd, uint64_t limit = UINT64_MAX, int quiet_ms = 30000) {
   return r;
 }
 
-int Listener(int family) {
+int Listener(int family, int rcvbuf = 0) {
   int l = socket(family, SOCK_STREAM, 0);
   int one = 1;
   setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  // Accepted sockets take their receive buffer from the listener.
+  if (rcvbuf > 0) setsockopt(l, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
   sockaddr_storage ss = {};
   socklen_t len;
   if (family == AF_INET) {
@@ -153,8 +165,8 @@ int Listener(int family) {
 }
 
 // A connected pair over loopback: {client, accepted}.
-std::pair<int, int> TcpPair(int family) {
-  int l = Listener(family);
+std::pair<int, int> TcpPair(int family, int rcvbuf = 0) {
+  int l = Listener(family, rcvbuf);
   sockaddr_storage ss;
   socklen_t len = sizeof ss;
   getsockname(l, reinterpret_cast<sockaddr*>(&ss), &len);
@@ -210,6 +222,23 @@ struct Line {
     std::tie(writer, source) = TcpPair(source_family);
     std::tie(drain, reader) = TcpPair(drain_family);
   }
+  // A source that can hold everything and a drain path that holds little.
+  struct Narrow {};
+  explicit Line(Narrow) {
+    // Within FreeBSD's kern.ipc.maxsockbuf (2 MiB by default).
+    std::tie(writer, source) = TcpPair(AF_INET, 1 << 20);
+    int big = 1 << 20, small = 16 << 10;
+    setsockopt(writer, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    int l = Listener(AF_INET, small);
+    sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    getsockname(l, reinterpret_cast<sockaddr*>(&ss), &len);
+    drain = socket(AF_INET, SOCK_STREAM, 0);
+    setsockopt(drain, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    if (connect(drain, reinterpret_cast<sockaddr*>(&ss), len) < 0) std::exit(2);
+    reader = accept(l, nullptr, nullptr);
+    close(l);
+  }
   ~Line() {
     for (int fd : {writer, source, drain, reader})
       if (fd >= 0) close(fd);
@@ -245,12 +274,12 @@ void Eof(Engine& engine) {
   Line line;
   Ends ends;
   auto relay = StartOne(engine, line, ends, {});
-  std::thread writer([&] {
+  Joined writer([&] {
     WritePattern(line.writer, 1, 0, n);
     shutdown(line.writer, SHUT_WR);
   });
   ReadResult got;
-  std::thread reader([&] { got = ReadAll(line.reader); });
+  Joined reader([&] { got = ReadAll(line.reader); });
   ExpectEnd(ends, kEof, 60000);
   writer.join();
   shutdown(line.drain, SHUT_WR);  // what JavaScript does with `end`
@@ -261,6 +290,28 @@ void Eof(Engine& engine) {
         (unsigned long long)got.digest.length, (unsigned long long)n);
 }
 
+// FreeBSD's kernel ends a splice whose source sees EOF while the drain is
+// full, leaving bytes in the source (so_splice_xfer_data()): the engine
+// must go on, not strand them.
+void EofWithDrainFull(Engine& engine) {
+  const uint64_t n = 512 << 10;
+  Line line{Line::Narrow{}};
+  Ends ends;
+  auto relay = StartOne(engine, line, ends, {});
+  CHECK(WritePattern(line.writer, 11, 0, n), "could not write");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // the drain fills
+  shutdown(line.writer, SHUT_WR);  // EOF reaches the source now
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ReadResult got;
+  Joined reader([&] { got = ReadAll(line.reader, n, 10000); });
+  ExpectEnd(ends, kEof, 30000);
+  reader.join();
+  CHECK(ends.Take().bytes == static_cast<int64_t>(n), "bytes %lld, not %llu", (long long)ends.Take().bytes,
+        (unsigned long long)n);
+  CHECK(got.digest == PatternDigest(11, 0, n), "the drain got %llu of %llu bytes", (unsigned long long)got.digest.length,
+        (unsigned long long)n);
+}
+
 void Max(Engine& engine) {
   const uint64_t max = 1 << 20, extra = 1000;
   Line line;
@@ -268,9 +319,9 @@ void Max(Engine& engine) {
   Options o;
   o.max = max;
   auto relay = StartOne(engine, line, ends, o);
-  std::thread writer([&] { WritePattern(line.writer, 2, 0, max + extra); });
+  Joined writer([&] { WritePattern(line.writer, 2, 0, max + extra); });
   ReadResult drained;
-  std::thread reader([&] { drained = ReadAll(line.reader, max, 10000); });
+  Joined reader([&] { drained = ReadAll(line.reader, max, 10000); });
   ExpectEnd(ends, kMax);
   writer.join();
   reader.join();
@@ -315,12 +366,12 @@ void StopMidway(Engine& engine, Reason how) {
   Ends ends;
   auto relay = StartOne(engine, line, ends, {});
   std::atomic<bool> writing{true};
-  std::thread writer([&] {
+  Joined writer([&] {
     WritePattern(line.writer, 4, 0, n);
     writing = false;
   });
   ReadResult drained;
-  std::thread reader([&] { drained = ReadAll(line.reader, UINT64_MAX, 1500); });
+  Joined reader([&] { drained = ReadAll(line.reader, UINT64_MAX, 1500); });
   while (Bytes(*relay, 0) < (4 << 20)) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   Stop(relay, how);
   ExpectEnd(ends, how, 10000);
@@ -342,7 +393,7 @@ void DrainResetFlowing(Engine& engine) {
   Line line;
   Ends ends;
   auto relay = StartOne(engine, line, ends, {});
-  std::thread writer([&] { WritePattern(line.writer, 5, 0, 64ull << 20); });
+  Joined writer([&] { WritePattern(line.writer, 5, 0, 64ull << 20); });
   ReadAll(line.reader, 1 << 20);
   Reset(line.reader);
   line.reader = -1;
@@ -383,12 +434,12 @@ void Ipv6IntoIpv4(Engine& engine) {
   Line line(AF_INET6, AF_INET);
   Ends ends;
   auto relay = StartOne(engine, line, ends, {});
-  std::thread writer([&] {
+  Joined writer([&] {
     WritePattern(line.writer, 8, 0, n);
     shutdown(line.writer, SHUT_WR);
   });
   ReadResult got;
-  std::thread reader([&] { got = ReadAll(line.reader); });
+  Joined reader([&] { got = ReadAll(line.reader); });
   ExpectEnd(ends, kEof);
   writer.join();
   shutdown(line.drain, SHUT_WR);
@@ -410,10 +461,10 @@ void BothWays(Engine& engine) {
   CHECK(relay, "Start: %s", std::strerror(err.error));
   Run(relay);
   ReadResult at_b, at_a;
-  std::thread wa([&] { WritePattern(pa, 9, 0, n); shutdown(pa, SHUT_WR); });
-  std::thread wb([&] { WritePattern(pb, 10, 0, n); shutdown(pb, SHUT_WR); });
-  std::thread ra([&] { at_a = ReadAll(pa); });
-  std::thread rb([&] { at_b = ReadAll(pb); });
+  Joined wa([&] { WritePattern(pa, 9, 0, n); shutdown(pa, SHUT_WR); });
+  Joined wb([&] { WritePattern(pb, 10, 0, n); shutdown(pb, SHUT_WR); });
+  Joined ra([&] { at_a = ReadAll(pa); });
+  Joined rb([&] { at_b = ReadAll(pb); });
   CHECK(ends.Wait(2, 30000), "both flows did not end");
   shutdown(a, SHUT_WR);
   shutdown(b, SHUT_WR);
@@ -434,7 +485,7 @@ void Concurrent(Engine& engine) {
     relays.push_back(StartOne(engine, *lines[i], ends[i], {}));
   }
   std::vector<ReadResult> got(count);
-  std::vector<std::thread> threads;
+  std::vector<Joined> threads;
   for (int t = 0; t < 8; t++) {
     threads.emplace_back([&, t] {
       for (int i = t; i < count; i += 8) {
@@ -537,6 +588,7 @@ int main(int argc, char** argv) {
     std::function<void(Engine&)> run;
   } scenarios[] = {
       {"EOF: 64 MiB, every byte, then the end", Eof},
+      {"EOF while the drain is full: nothing left behind in the source", EofWithDrainFull},
       {"max: exactly max moved, the rest readable from the source, SO_ERROR clear", Max},
       {"idle: a byte every 100 ms keeps idle 300 going; silence ends it", Idle},
       {"unsplice mid-transfer: drain + residual + the source's rest = all sent, in order",
