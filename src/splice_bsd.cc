@@ -430,10 +430,16 @@ void Engine::Tick(int64_t now) {
   if (sweep) next_sweep_ = now + kSweepMs;
   std::vector<Splice*> all;
   for (auto& [ptr, s] : splices_)
-    if (s->spliced && (sweep || s->options.idle_ms > 0 || s->options.max > 0))
-      all.push_back(ptr);
+    if (sweep || s->options.idle_ms > 0 || s->options.max > 0) all.push_back(ptr);
   for (Splice* s : all) {
-    if (s->ended || !s->spliced) continue;
+    if (s->ended) continue;
+    // Waiting for a drain that does not read is inactivity too.
+    if (s->awaiting_room) {
+      if (s->options.idle_ms > 0 && now - s->last_move >= s->options.idle_ms)
+        End(*s, kIdle);
+      continue;
+    }
+    if (!s->spliced) continue;
     int64_t count = SpliceCount(s->source);
     if (count < 0) {
       Finish(*s, kError, errno);
