@@ -1,3 +1,4 @@
+import { once } from 'node:events'
 import net from 'node:net'
 import { parseSize } from './args.js'
 import { proxy } from '../proxy.js'
@@ -6,6 +7,7 @@ import { proxy } from '../proxy.js'
 // measured apart from the peers'. Started by bench.ts with the case and the
 // receiving peer's port. IPC: it sends {port} once listening; 'begin' starts
 // the CPU count (answered with {}), 'end' answers {cpu} since 'begin'.
+// Before it listens it warms its own code up (warmUp).
 // A case named BACKEND-after-SIZE copies SIZE bytes in JavaScript first;
 // `default` is proxy() with no options.
 
@@ -13,24 +15,57 @@ const [name, targetPort] = process.argv.slice(2)
 const [, mode, after] = /^(.+)-after-(.+)$/.exec(name) ?? [, name]
 const spliceAfter = after === undefined ? 0 : parseSize('spliceAfter', after)
 
-const server = net.createServer({ allowHalfOpen: true }, client => {
-  const upstream = net.connect({ port: Number(targetPort), host: '127.0.0.1', allowHalfOpen: true })
-  for (const s of [client, upstream]) s.on('error', () => {})
-  if (mode === 'node-pipe') {
-    // What users write today.
-    client.pipe(upstream)
-    upstream.pipe(client)
-  } else {
-    const options = mode === 'default' ? undefined : { backend: mode as 'pipe', spliceAfter }
-    // Ended both ways, each socket closes itself once its FIN is out, as
-    // with pipe(); destroying it at once would close it before the FIN.
-    proxy(client, upstream, options).then(({ aToB, bToA }) => {
-      if (aToB.reason === 'eof' && bToA.reason === 'eof') return
-      client.destroy()
-      upstream.destroy()
-    })
-  }
-})
+/** The case's proxy: each connection relayed to `port`. */
+function proxyTo (port: number): net.Server {
+  return net.createServer({ allowHalfOpen: true }, client => {
+    const upstream = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true })
+    for (const s of [client, upstream]) s.on('error', () => {})
+    if (mode === 'node-pipe') {
+      // What users write today.
+      client.pipe(upstream)
+      upstream.pipe(client)
+    } else {
+      const options = mode === 'default' ? undefined : { backend: mode as 'pipe', spliceAfter }
+      // Ended both ways, each socket closes itself once its FIN is out, as
+      // with pipe(); destroying it at once would close it before the FIN.
+      proxy(client, upstream, options).then(({ aToB, bToA }) => {
+        if (aToB.reason === 'eof' && bToA.reason === 'eof') return
+        client.destroy()
+        upstream.destroy()
+      })
+    }
+  })
+}
+
+async function listen (server: net.Server): Promise<number> {
+  server.listen(0, '127.0.0.1', 1024)
+  await once(server, 'listening')
+  return (server.address() as net.AddressInfo).port
+}
+
+/**
+ * Relays `count` short 1 KiB exchanges, 16 at a time, through a proxy of
+ * this case to an echo server of its own, before any measurement: the
+ * figures are then of warm code, as in a server that has been running.
+ */
+async function warmUp (count: number): Promise<void> {
+  const echo = net.createServer({ allowHalfOpen: true }, s => s.pipe(s))
+  const front = proxyTo(await listen(echo))
+  const port = await listen(front)
+  const message = Buffer.alloc(1024, 0x5a)
+  let left = count
+  await Promise.all(Array.from({ length: 16 }, async () => {
+    while (left-- > 0) {
+      const s = net.connect({ port, host: '127.0.0.1' })
+      s.end(message)
+      s.resume()
+      await once(s, 'end')
+      s.destroy()
+    }
+  }))
+  front.close()
+  echo.close()
+}
 
 let begun: NodeJS.CpuUsage | undefined
 process.on('message', message => {
@@ -41,5 +76,5 @@ process.on('message', message => {
     process.send!({ cpu: process.cpuUsage(begun) })
   }
 })
-server.listen(0, '127.0.0.1', 1024, () => process.send!({ port: (server.address() as net.AddressInfo).port }))
 process.on('disconnect', () => process.exit(0))
+warmUp(1000).then(() => listen(proxyTo(Number(targetPort)))).then(port => process.send!({ port }))
