@@ -84,9 +84,8 @@ const char* Name(Reason r) {
 }
 
 void Print(const char* label, const EndDecision& d) {
-  std::printf("      %s %s%s%s%s\n", label, d.again ? "again" : Name(d.reason),
-              d.error ? " " : "", d.error ? std::strerror(d.error) : "",
-              "");
+  if (d.again) return (void)std::printf("      %s: splice again\n", label);
+  std::printf("      %s: %s %s\n", label, Name(d.reason), d.error ? std::strerror(d.error) : "");
 }
 
 }  // namespace
