@@ -1,5 +1,5 @@
 export { backends, type BackendName } from './backends.js'
 export { type FdSpliceResult, getSplice, setSplice } from './fd.js'
 export type { Limits } from './options.js'
-export { proxy, type ProxyResult } from './proxy.js'
+export { type Proxy, proxy, type ProxyResult } from './proxy.js'
 export { type EndReason, Splice, splice, type SpliceOptions, type SpliceResult } from './splice.js'

@@ -23,6 +23,8 @@ export interface SpliceOptions extends Limits {
    * backend 'auto', 0 with a kernel backend named.
    */
   spliceAfter?: number
+  /** Aborting it ends the splice (or both directions of a proxy) as unsplice() does. */
+  signal?: AbortSignal
 }
 
 /**
@@ -39,6 +41,7 @@ export interface RelayOptions {
   readonly idle: number
   readonly end: boolean
   readonly spliceAfter: number
+  readonly signal?: AbortSignal
 }
 
 let defaults: RelayOptions | undefined
@@ -51,14 +54,18 @@ export function relayOptions (options: SpliceOptions | undefined): RelayOptions 
 
 function parse (options: SpliceOptions | undefined): RelayOptions {
   const { max, idle } = checkLimits(options)
-  const { end = true, backend: name, spliceAfter } = options ?? {}
+  const { end = true, backend: name, spliceAfter, signal } = options ?? {}
   if (typeof end !== 'boolean') throw invalidArgType('options.end', 'of type boolean', end)
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw invalidArgType('options.signal', 'an instance of AbortSignal', signal)
+  }
   const backend = pickBackend(name)
   return {
     backend,
     max,
     idle,
     end,
+    signal,
     spliceAfter: spliceAfter === undefined && backend.auto && backend.native
       ? autoSpliceAfter
       : checkCount('spliceAfter', spliceAfter)

@@ -70,16 +70,17 @@ export class Relay {
   #flushIdle?: NodeJS.Timeout
   #stopTimeouts = () => {}
   readonly #onFlowEnd: (flow: Flow) => void
-  readonly #onDone: () => void
+  readonly #onDone: (flows: Flow[]) => void
   readonly #onClose = () => this.stop(Reason.Close)
   readonly #onError = (error: Error) => this.stop(Reason.Error, error)
+  readonly #onAbort = () => this.stop(Reason.Unsplice)
 
   /**
    * Starts moving `a` into `b`, and `b` into `a` when `both`. Throws at once
    * what the kernel refuses when it takes over from the first byte.
    */
   constructor (a: net.Socket, b: net.Socket, both: boolean, options: RelayOptions,
-    onFlowEnd: (flow: Flow) => void, onDone: () => void) {
+    onFlowEnd: (flow: Flow) => void, onDone: (flows: Flow[]) => void) {
     this.#sockets = [a, b]
     this.#options = options
     this.#native = options.backend.native
@@ -93,10 +94,17 @@ export class Relay {
     }
     // The kernel cannot honour a cork, so no backend does: bytes go out as they come.
     for (const f of this.flows) while (f.drain.writableCorked > 0) f.drain.uncork()
+    if (options.signal?.aborted) {
+      // Aborted before it began: nothing moves.
+      this.#claim()
+      this.#endAll(Reason.Unsplice)
+      return
+    }
     let connecting = Number(a.connecting) + Number(b.connecting)
     if (connecting === 0) {
       this.#begin()
       this.#claim()
+      this.#listen(options.signal)
       return
     }
     this.#claim()
@@ -112,6 +120,12 @@ export class Relay {
       }
     }
     for (const socket of this.#sockets) if (socket.connecting) socket.once('connect', onConnect)
+    this.#listen(options.signal)
+  }
+
+  /** The signal's abort unsplices. */
+  #listen (signal: AbortSignal | undefined) {
+    signal?.addEventListener('abort', this.#onAbort, { once: true })
   }
 
   /** Bytes `flow` has moved so far (the final count once ended). */
@@ -289,9 +303,10 @@ export class Relay {
         socket.off('close', this.#onClose)
         socket.off('error', this.#onError)
       }
+      this.#options.signal?.removeEventListener('abort', this.#onAbort)
     }
     this.#onFlowEnd(f)
-    if (done) this.#onDone()
+    if (done) this.#onDone(this.flows)
   }
 
   #claim () {

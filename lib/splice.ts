@@ -62,10 +62,12 @@ export class Splice extends EventEmitter {
 
   /**
    * Ends the splice; bytes in flight go to the drain first (those the drain
-   * does not take at once are queued on it in Node, and counted).
+   * does not take at once are queued on it in Node, and counted). Resolves
+   * as `done` does: with 'unsplice', or the end that came first.
    */
-  unsplice (): void {
+  unsplice (): Promise<SpliceResult> {
     this.#relay.stop(Reason.Unsplice)
+    return this.done
   }
 
   /** Lets the process exit while this splice is still active. */
