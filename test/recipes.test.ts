@@ -16,11 +16,16 @@ import { digest, readExactly, receive, send, stream } from './helpers.js'
 
 const MiB = 1 << 20
 
+// The tools run as themselves, without the sanitizer runtimes that
+// `npm run test:asan` preloads into Node (curl hangs with them).
+const env = { ...process.env }
+delete env.LD_PRELOAD
+
 /** What is missing of the commands a test drives ('' if nothing). */
 function missing (...commands: [string, string][]): string {
   return commands.filter(([command, arg]) => {
     try {
-      execFileSync(command, [arg], { stdio: 'ignore' })
+      execFileSync(command, [arg], { stdio: 'ignore', env })
       return false
     } catch {
       return true
@@ -58,7 +63,7 @@ describe('recipe: a CONNECT proxy (examples/connect-proxy.ts)', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sosplice-connect-'))
     execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost',
       '-addext', 'subjectAltName=DNS:localhost', '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')],
-    { stdio: 'ignore' })
+    { stdio: 'ignore', env })
     const upload = stream('connect-up')(MiB)
     const download = stream('connect-down')(2 * MiB)
     fs.writeFileSync(path.join(dir, 'up.bin'), upload)
@@ -75,7 +80,7 @@ describe('recipe: a CONNECT proxy (examples/connect-proxy.ts)', () => {
     try {
       const { stdout } = await promisify(execFile)('curl', ['-sS', '-p', '-x', `http://127.0.0.1:${proxyPort}`,
         '--cacert', path.join(dir, 'cert.pem'), '--data-binary', `@${path.join(dir, 'up.bin')}`,
-        '-D', path.join(dir, 'headers'), '-o', path.join(dir, 'down.bin'), `https://localhost:${port}/`])
+        '-D', path.join(dir, 'headers'), '-o', path.join(dir, 'down.bin'), `https://localhost:${port}/`], { env })
       assert.equal(stdout, '')
       const headers = fs.readFileSync(path.join(dir, 'headers'), 'latin1')
       assert.match(headers, /^HTTP\/1.1 200 Connection Established/)
