@@ -60,7 +60,6 @@ class Splice {
   Options options;
   std::shared_ptr<Relay> relay;  // until it has ended: its ends go there
   Engine* engine = nullptr;
-  bool running = false;  // main thread
   // Worker thread only.
   bool ended = false;
   bool awaiting_room = false;  // spliced again once the drain has room
@@ -89,12 +88,11 @@ class Engine {
  private:
   void Loop();
   void Begin(Splice& s);
+  int Register(Splice& s, bool room);
   void Counting(Splice& s, bool on);
   bool Fold(Splice& s);
-  void Resplice(Splice& s);
   void End(Splice& s, Reason asked);
   void Tick(int64_t now);
-  void Watch(Splice& s, bool room);
   void Finish(Splice& s, Reason reason, int error);
 
   int kq_ = -1;
@@ -173,7 +171,7 @@ int DrainError(int drain) {
 
 // What can be known of a socket without splicing it: the kernel's own
 // refusals, at once (SPEC section 1).
-bool CheckSocket(int fd, int* type, SocketId* id, SysError* err) {
+bool CheckSocket(int fd, SocketId* id, SysError* err) {
   if (!IdentifySocket(fd, id, err)) {
     if (err->error == ENOTSOCK) err->syscall = "setsockopt";
     return false;
@@ -187,7 +185,8 @@ bool CheckSocket(int fd, int* type, SocketId* id, SysError* err) {
     *err = {kKernel == Kernel::kOpenBSD ? EOPNOTSUPP : EINVAL, "setsockopt"};
     return false;
   }
-  if (int e = IntOption(fd, SO_TYPE, type)) {
+  int type = 0;
+  if (int e = IntOption(fd, SO_TYPE, &type)) {
     *err = {e, "getsockopt"};
     return false;
   }
@@ -197,7 +196,7 @@ bool CheckSocket(int fd, int* type, SocketId* id, SysError* err) {
     return false;
   }
   // FreeBSD splices TCP only; OpenBSD TCP or UDP (this package passes TCP).
-  if (*type != SOCK_STREAM || protocol != IPPROTO_TCP) {
+  if (type != SOCK_STREAM || protocol != IPPROTO_TCP) {
     *err = {EPROTONOSUPPORT, "setsockopt"};
     return false;
   }
@@ -292,7 +291,7 @@ void Engine::Loop() {
           End(*s, static_cast<Reason>(0));
         } else if (s->awaiting_room &&
                    !(events[i].flags & EV_EOF) && events[i].fflags == 0) {
-          Resplice(*s);
+          Begin(*s);
         } else {
           End(*s, static_cast<Reason>(0));  // the drain failed
         }
@@ -317,6 +316,7 @@ void Engine::Loop() {
           continue;
         }
         splices_[s.get()] = s;
+        s->last_move = NowMs();
         Begin(*s);
       }
     }
@@ -325,24 +325,38 @@ void Engine::Loop() {
   }
 }
 
+// Splices with what is left of max (all of it the first time), and watches
+// for the end.
 void Engine::Begin(Splice& s) {
-  s.last_move = NowMs();
-  if (int error = SetSplice(s.source, s.drain, s.options.max, s.options.idle_ms))
+  s.awaiting_room = false;
+  int64_t max = s.options.max > 0 ? s.options.max - s.base : 0;
+  if (int error = SetSplice(s.source, s.drain, max, s.options.idle_ms))
     return Finish(s, kError, error);
   Counting(s, true);
-  struct kevent ev[2];
-  EV_SET(&ev[0], s.source, EVFILT_READ, EV_ADD, 0, 0, &s);
-  int changes = 1;
-  if (kKernel == Kernel::kFreeBSD) {
-    EV_SET(&ev[1], s.drain, EVFILT_WRITE, EV_ADD, NOTE_LOWAT, INTPTR_MAX, &s);
-    changes = 2;
-  }
-  if (kevent(kq_, ev, changes, nullptr, 0, nullptr) < 0) {
-    int error = errno;
+  s.last_count = 0;
+  s.last_sweep_count = -1;
+  if (int error = Register(s, false)) {
     SetSplice(s.source, -1, 0, 0);
     Fold(s);
     Finish(s, kError, error);
   }
+}
+
+// The flow's kqueue registrations: its source, and on FreeBSD its drain,
+// watched with NOTE_LOWAT above any send buffer so that it fires only when
+// the drain has an error or can send no more. Waiting for room (`room`),
+// the source is off and the drain fires once there is room to go on.
+int Engine::Register(Splice& s, bool room) {
+  struct kevent ev[2];
+  EV_SET(&ev[0], s.source, EVFILT_READ, EV_ADD | (room ? EV_DISABLE : EV_ENABLE),
+         0, 0, &s);
+  int changes = 1;
+  if (kKernel == Kernel::kFreeBSD) {
+    EV_SET(&ev[1], s.drain, EVFILT_WRITE, EV_ADD | (room ? EV_ONESHOT : 0),
+           room ? 0 : NOTE_LOWAT, room ? 0 : INTPTR_MAX, &s);
+    changes = 2;
+  }
+  return kevent(kq_, ev, changes, nullptr, 0, nullptr) < 0 ? errno : 0;
 }
 
 // Whether the kernel's count is the current splice's, not yet in `base`.
@@ -359,32 +373,6 @@ bool Engine::Fold(Splice& s) {
   s.base += count;
   s.spliced = false;
   return true;
-}
-
-// FreeBSD's drain watch: with NOTE_LOWAT above any send buffer it fires only
-// when the drain can send no more or has an error. Waiting for room, it
-// fires once there is room to go on.
-void Engine::Watch(Splice& s, bool room) {
-  struct kevent ev;
-  EV_SET(&ev, s.drain, EVFILT_WRITE, EV_ADD | (room ? EV_ONESHOT : 0),
-         room ? 0 : NOTE_LOWAT, room ? 0 : INTPTR_MAX, &s);
-  struct kevent source;
-  EV_SET(&source, s.source, EVFILT_READ, room ? EV_DISABLE : EV_ENABLE, 0, 0,
-         &s);
-  struct kevent both[2] = {ev, source};
-  if (kevent(kq_, both, 2, nullptr, 0, nullptr) < 0)
-    Finish(s, kError, errno);
-}
-
-void Engine::Resplice(Splice& s) {
-  s.awaiting_room = false;
-  int64_t max = s.options.max > 0 ? s.options.max - s.base : 0;
-  if (int error = SetSplice(s.source, s.drain, max, s.options.idle_ms))
-    return Finish(s, kError, error);
-  Counting(s, true);
-  s.last_count = 0;
-  s.last_sweep_count = -1;
-  if (kKernel == Kernel::kFreeBSD) Watch(s, false);
 }
 
 // The splice has ended, or the engine ends it (`asked`): find why.
@@ -418,9 +406,9 @@ void Engine::End(Splice& s, Reason asked) {
   // left room, and on FreeBSD when a poll says so.
   pollfd p = {s.drain, POLLOUT, 0};
   if (kKernel == Kernel::kOpenBSD || (poll(&p, 1, 0) == 1 && p.revents == POLLOUT))
-    return Resplice(s);
+    return Begin(s);
   s.awaiting_room = true;
-  Watch(s, true);
+  if (int error = Register(s, true)) Finish(s, kError, error);
 }
 
 // FreeBSD: idle and max from the count, for the splices that have them, and
@@ -517,9 +505,8 @@ const char* BackendName() { return "so_splice"; }
 std::shared_ptr<Relay> Start(Engine& engine, const RelaySpec& spec,
                              EndCallback on_end, SysError* err) {
   SocketId id[2];
-  int type[2] = {0, 0};
   for (int i = 0; i < 2; i++) {
-    if (!CheckSocket(spec.fd[i], &type[i], &id[i], err)) return nullptr;
+    if (!CheckSocket(spec.fd[i], &id[i], err)) return nullptr;
   }
   if (id[0] == id[1]) {
     *err = {EINVAL, "setsockopt"};
