@@ -5,6 +5,8 @@ import { proxy } from '../lib/index.js'
 
 export function proxyProtocolProxy (backend: { host: string, port: number }, version: 1 | 2): net.Server {
   return net.createServer({ allowHalfOpen: true }, client => {
+    // Reset before it could be looked at: no address for the header.
+    if (client.remoteAddress === undefined) return client.destroy()
     const upstream = net.connect({ ...backend, allowHalfOpen: true })
     client.on('error', () => upstream.destroy())
     upstream.on('error', () => client.destroy())

@@ -48,6 +48,11 @@ describe('the packed package', function () {
 
     const { stdout } = await exec(process.execPath, ['-p', 'JSON.stringify(require("sosplice").backends())'], { cwd: app })
     assert.deepEqual(JSON.parse(stdout), backends(), 'the installed copy has the same backends as this build')
+    // The recipes run from the install as the README shows.
+    const recipes = await exec(process.execPath, ['-p', `Object.keys({
+      ...require('sosplice/dist/examples/connect-proxy.js'), ...require('sosplice/dist/examples/upgrade-proxy.js'),
+      ...require('sosplice/dist/examples/sni-router.js'), ...require('sosplice/dist/examples/proxy-protocol.js') }).join()`], { cwd: app })
+    assert.equal(recipes.stdout.trim(), 'connectProxy,upgradeProxy,sniRouter,serverName,proxyProtocolProxy,proxyHeader')
     const help = await exec(path.join(app, 'node_modules', '.bin', 'sosplice'), ['--help'], { cwd: app })
     assert.match(help.stdout, /Usage: sosplice <command>/)
   })

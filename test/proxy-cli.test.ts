@@ -4,6 +4,7 @@ import { once } from 'node:events'
 import net from 'node:net'
 import type { Readable } from 'node:stream'
 import { backends } from '../lib/backends.js'
+import http from 'node:http'
 import { cli, type Digest, digest, receive, runCli, send, stream } from './helpers.js'
 
 
@@ -100,7 +101,10 @@ describe('sosplice proxy (command line)', () => {
   }
 
   for (const [args, message] of [
-    [['--listen', '0'], /--to HOST:PORT is required/],
+    [['--listen', '0'], /--to HOST:PORT or --connect is required/],
+    [['--listen', '0', '--to', '127.0.0.1:8080', '--connect'], /--to and --connect: give one, not both/],
+    [['--listen', '0', '--to', '127.0.0.1:8080', '--proxy-protocol', 'v3'], /--proxy-protocol: v1 or v2, not v3/],
+    [['--listen', '0', '--connect', '--proxy-protocol', 'v1'], /--proxy-protocol goes with --to/],
     [['--to', '127.0.0.1:8080'], /--listen \[HOST:\]PORT is required/],
     [['--listen', '0', '--to', '8080'], /--to: expected host:port, not 8080/],
     [['--listen', '0', '--to', '127.0.0.1:70000'], /--to: port 70000 is out of range/],
@@ -161,6 +165,52 @@ describe('sosplice proxy (command line)', () => {
       assert.equal(proxy.err.text, '')
     })
   }
+
+  for (const version of ['v1', 'v2'] as const) {
+    it(`--proxy-protocol ${version}: the upstream gets the header with the client's address, then every byte`, async () => {
+      const up = await upstream(1000)
+      const proxy = await start('--listen', '0', '--to', `127.0.0.1:${up.port}`, '--proxy-protocol', version)
+      const client = await connect(proxy.port)
+      const from = client.localPort!
+      const header = version === 'v1'
+        ? Buffer.from(`PROXY TCP4 127.0.0.1 127.0.0.1 ${from} ${proxy.port}\r\n`)
+        : Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x11, 0, 12,
+          127, 0, 0, 1, 127, 0, 0, 1, from >> 8, from & 0xff, proxy.port >> 8, proxy.port & 0xff])
+      const got = receive(client)
+      await send(client, 'pp', 1 << 20)
+      // The reply comes once the upstream has read everything.
+      assert.deepEqual(await got, digest(stream('down')(1000)))
+      assert.deepEqual(await up.received[0], digest(Buffer.concat([header, stream('pp')(1 << 20)])))
+      await proxy.out.match(new RegExp(` up ${1 << 20} B \\(eof\\) down 1000 B \\(eof\\) `))
+    })
+  }
+
+  it('--connect: a CONNECT tunnel to the upstream, every byte each way, logged with the target', async () => {
+    const up = await upstream(300_000)
+    const proxy = await start('--listen', '0', '--connect')
+    const req = http.request({ host: '127.0.0.1', port: proxy.port, method: 'CONNECT', path: `127.0.0.1:${up.port}` })
+    req.end()
+    const [res, tunnel] = await once(req, 'connect') as [http.IncomingMessage, net.Socket]
+    sockets.push(tunnel)
+    assert.equal(res.statusCode, 200)
+    const from = tunnel.localPort
+    const [sent, got] = await Promise.all([send(tunnel, 'up', 4 << 20), receive(tunnel)])
+    assert.deepEqual(await up.received[0], sent)
+    assert.deepEqual(got, digest(stream('down')(300_000)))
+    await proxy.out.match(new RegExp(`^127\\.0\\.0\\.1:${from} -> 127\\.0\\.0\\.1:${up.port} ` +
+      `up ${4 << 20} B \\(eof\\) down 300000 B \\(eof\\) \\d+\\.\\d{3} s$`, 'm'))
+  })
+
+  it('--connect: a target that refuses gets 502, logged with its error', async () => {
+    const port = await freePort()
+    const proxy = await start('--listen', '0', '--connect')
+    const req = http.request({ host: '127.0.0.1', port: proxy.port, method: 'CONNECT', path: `127.0.0.1:${port}` })
+    req.end()
+    const [res, tunnel] = await once(req, 'connect') as [http.IncomingMessage, net.Socket]
+    sockets.push(tunnel)
+    assert.equal(res.statusCode, 502)
+    await proxy.out.match(new RegExp(`^127\\.0\\.0\\.1:\\d+ -> 127\\.0\\.0\\.1:${port} refused \\(502\\) error upstream ECONNREFUSED$`, 'm'))
+  })
 
   it('an upstream that refuses: the client is closed and the log names ECONNREFUSED; SIGINT exits 0', async () => {
     const port = await freePort()

@@ -1,13 +1,15 @@
 import { once } from 'node:events'
 import net from 'node:net'
 import { finished } from 'node:stream'
+import { connectProxy } from '../../examples/connect-proxy.js'
+import { proxyHeader } from '../../examples/proxy-protocol.js'
 import { type BackendName, backends } from '../backends.js'
 import { fail, parseAddress, parseOptions, parseSize, parseWhole } from './args.js'
 import { maxIdle } from '../options.js'
 import { proxy } from '../proxy.js'
 import type { SpliceOptions } from '../splice.js'
 
-export const usage = `Usage: sosplice proxy --listen [HOST:]PORT --to HOST:PORT [options]
+export const usage = `Usage: sosplice proxy --listen [HOST:]PORT (--to HOST:PORT | --connect) [options]
 
 Accepts TCP connections on --listen and splices each one, both ways, to a
 new connection to --to. The listening HOST defaults to 127.0.0.1 (loopback
@@ -15,7 +17,13 @@ only; give 0.0.0.0 or [::] for every interface); PORT 0 lets the system pick.
 
 Options:
   --listen [HOST:]PORT  where to accept connections (required)
-  --to HOST:PORT        where to connect each of them (required)
+  --to HOST:PORT        where to connect each of them
+  --connect             instead of --to: be an HTTP proxy for CONNECT tunnels
+                        (curl -p -x, browsers): connect where each request
+                        asks, answer 200, then splice (examples/connect-proxy.ts)
+  --proxy-protocol v1|v2  with --to: send a PROXY protocol header (HAProxy's,
+                        v1 text or v2 binary) with the client's address first
+                        (examples/proxy-protocol.ts)
   --max BYTES           end each direction after this many bytes (K, M, G suffixes)
   --idle MS             end a direction after MS milliseconds without a byte
   --backend NAME        auto (default: ${backends()[0]}) or one of ${backends().join(', ')}
@@ -30,6 +38,9 @@ then a line per connection once it has ended:
 up is client to upstream, down the reverse; REASON is eof, max, idle, error
 or close; an error is the client's or the upstream's (WHERE) or, when the
 splice saw it, the direction's (up or down): "error upstream ECONNREFUSED".
+With --connect, TO is the host:port asked for, and a tunnel whose upstream
+cannot be reached is answered 502 and logged as
+  CLIENT -> TO refused (502) error upstream CODE
 
 Signals: a first SIGINT or SIGTERM closes the listener and lets the live
 connections finish, then exits 0; a second one closes them at once, exit 1.
@@ -71,16 +82,22 @@ export async function main (args: string[]): Promise<number> {
   const { values } = parseOptions(args, {
     listen: { type: 'string' },
     to: { type: 'string' },
+    connect: { type: 'boolean' },
+    'proxy-protocol': { type: 'string' },
     max: { type: 'string' },
     idle: { type: 'string' },
     backend: { type: 'string', default: 'auto' },
     'splice-after': { type: 'string' }
   })
   if (values.listen === undefined) fail('--listen [HOST:]PORT is required')
-  if (values.to === undefined) fail('--to HOST:PORT is required')
+  if (values.to === undefined && !values.connect) fail('--to HOST:PORT or --connect is required')
+  if (values.to !== undefined && values.connect) fail('--to and --connect: give one, not both')
   const listen = parseAddress('--listen', values.listen, false)
-  const to = parseAddress('--to', values.to, true)
-  if (to.port === 0) fail('--to: port 0 is out of range 1-65535')
+  const to = values.to === undefined ? undefined : parseAddress('--to', values.to, true)
+  if (to?.port === 0) fail('--to: port 0 is out of range 1-65535')
+  const header = values['proxy-protocol']
+  if (header !== undefined && header !== 'v1' && header !== 'v2') fail(`--proxy-protocol: v1 or v2, not ${header}`)
+  if (header !== undefined && !to) fail('--proxy-protocol goes with --to')
   const available: string[] = backends()
   if (values.backend !== 'auto' && !available.includes(values.backend)) {
     fail(`--backend: ${values.backend} is not one of auto, ${available.join(', ')}`)
@@ -92,17 +109,28 @@ export async function main (args: string[]): Promise<number> {
     spliceAfter: values['splice-after'] === undefined ? undefined : parseSize('--splice-after', values['splice-after'], 0),
     backend
   }
-  const target = hostPort(to.host, to.port)
 
   const live = new Map<net.Socket, net.Socket>()
-  const server = net.createServer({ allowHalfOpen: true }, client => {
-    const upstream = net.connect({ host: to.host, port: to.port, allowHalfOpen: true })
+  const tunnel = (client: net.Socket, upstream: net.Socket, target: string) => {
     live.set(client, upstream)
     relay(client, upstream, target, options).then(line => {
       live.delete(client)
       process.stdout.write(line)
     })
-  })
+  }
+  let server: net.Server
+  if (to) {
+    server = net.createServer({ allowHalfOpen: true }, client => {
+      // Reset before it could be looked at: no address for a header.
+      if (header && client.remoteAddress === undefined) return client.destroy()
+      const upstream = net.connect({ host: to.host, port: to.port, allowHalfOpen: true })
+      if (header) upstream.write(proxyHeader(client, header === 'v1' ? 1 : 2))
+      tunnel(client, upstream, hostPort(to.host, to.port))
+    })
+  } else {
+    server = connectProxy(tunnel, (client, target, err) => process.stdout.write(
+      `${hostPort(client.remoteAddress, client.remotePort)} -> ${target} refused (502) error upstream ${(err as NodeJS.ErrnoException).code ?? err.name}\n`))
+  }
   const host = listen.host ?? '127.0.0.1'
   server.listen(listen.port, host)
   try {
@@ -115,7 +143,8 @@ export async function main (args: string[]): Promise<number> {
   // Accept errors (EMFILE...) cost one connection, not the others.
   server.on('error', err => process.stderr.write(`sosplice proxy: ${err.message}\n`))
   const bound = server.address() as net.AddressInfo
-  process.stdout.write(`listening on ${hostPort(bound.address, bound.port)} -> ${target} (backend ${backend})\n`)
+  const where = to ? hostPort(to.host, to.port) : 'CONNECT'
+  process.stdout.write(`listening on ${hostPort(bound.address, bound.port)} -> ${where} (backend ${backend})\n`)
 
   let signals = 0
   const onSignal = (signal: NodeJS.Signals) => {
