@@ -19,7 +19,9 @@ export const enum Flag {
   /** Bytes in flight at an end come back as `residual`. */
   Residual = 32,
   /** Start moving at once, with no run() call. */
-  Run = 64
+  Run = 64,
+  /** With Checked: Node UDP sockets, the drains connected. */
+  Datagram = 128
 }
 
 /** A relay in the engine: one or two flows between two sockets. */
@@ -27,7 +29,7 @@ export type NativeHandle = { readonly __brand: 'sosplice.NativeHandle' }
 
 /** Called once per flow; with both, an EOF may come with the other flow's end. */
 export type NativeEnd = (flow: 0 | 1, bytes: number, reason: Reason, error: Error | undefined,
-  residual: Buffer | undefined) => void
+  residual: Buffer | undefined, datagrams: number) => void
 
 export interface NativeStats {
   workers: number

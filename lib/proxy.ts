@@ -1,6 +1,8 @@
+import type dgram from 'node:dgram'
 import type net from 'node:net'
+import { checkDatagramPair, datagramBackend, DatagramRelay, isDatagram } from './datagram.js'
 import { checkPair, relayOptions, type SpliceOptions } from './options.js'
-import { Relay } from './relay.js'
+import { type FlowEnd, Relay } from './relay.js'
 import { type SpliceResult, spliceResult } from './splice.js'
 
 export interface ProxyResult {
@@ -20,12 +22,25 @@ export interface Proxy extends Promise<ProxyResult> {
  * shutdown towards the other while the other direction keeps flowing: for
  * that the sockets are made half-open (`allowHalfOpen`) while the proxy runs.
  */
-export function proxy (a: net.Socket, b: net.Socket, options?: SpliceOptions): Proxy {
+export function proxy (a: net.Socket, b: net.Socket, options?: SpliceOptions): Proxy
+/** Two connected UDP sockets: each one's datagrams go to the other's peer. */
+export function proxy (a: dgram.Socket, b: dgram.Socket, options?: SpliceOptions): Proxy
+export function proxy (a: net.Socket | dgram.Socket, b: net.Socket | dgram.Socket, options?: SpliceOptions): Proxy {
   const parsed = relayOptions(options)
-  checkPair(a, b, parsed.backend, true)
-  const halfOpen = [a.allowHalfOpen, b.allowHalfOpen]
   let resolve!: (result: ProxyResult) => void
   const done = new Promise<ProxyResult>(r => { resolve = r })
+  const ended = (flows: { end?: FlowEnd }[]) => {
+    const [aToB, bToA] = flows.map(f => spliceResult(f.end!))
+    resolve({ aToB, bToA })
+  }
+  if (isDatagram(a) || isDatagram(b)) {
+    checkDatagramPair(a, b, true)
+    const relay = new DatagramRelay(a, b as dgram.Socket, true,
+      { ...parsed, backend: datagramBackend(parsed.backend, options?.spliceAfter) }, () => {}, ended)
+    return withBytes(done, relay)
+  }
+  checkPair(a, b, parsed.backend, true)
+  const halfOpen = [a.allowHalfOpen, b.allowHalfOpen]
   const restore = () => { [a.allowHalfOpen, b.allowHalfOpen] = halfOpen }
   // Before the relay: one whose signal was already aborted ends at once.
   a.allowHalfOpen = b.allowHalfOpen = true
@@ -33,14 +48,17 @@ export function proxy (a: net.Socket, b: net.Socket, options?: SpliceOptions): P
   try {
     relay = new Relay(a, b, true, parsed, () => {}, flows => {
       restore()
-      const [aToB, bToA] = flows.map(f => spliceResult(f.end!))
-      resolve({ aToB, bToA })
+      ended(flows)
     })
   } catch (error) {
     restore()
     throw error
   }
+  return withBytes(done, relay)
+}
+
+function withBytes (done: Promise<ProxyResult>, relay: Relay | DatagramRelay): Proxy {
   return Object.defineProperty(done, 'bytes', {
-    get: () => ({ aToB: relay.bytes(relay.flows[0]), bToA: relay.bytes(relay.flows[1]) })
+    get: () => ({ aToB: relay.bytes(0), bToA: relay.bytes(1) })
   }) as Proxy
 }

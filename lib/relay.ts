@@ -13,6 +13,8 @@ import type { RelayOptions } from './options.js'
 export interface FlowEnd {
   /** Bytes that left the source and reached (or were queued on) the drain. */
   bytes: number
+  /** Datagrams among them, for a UDP relay. */
+  datagrams?: number
   reason: Reason
   error?: Error
 }
@@ -128,8 +130,9 @@ export class Relay {
     signal?.addEventListener('abort', this.#onAbort, { once: true })
   }
 
-  /** Bytes `flow` has moved so far (the final count once ended). */
-  bytes (flow: Flow): number {
+  /** Bytes flow `index` has moved so far (the final count once ended). */
+  bytes (index: 0 | 1): number {
+    const flow = this.flows[index]
     if (flow.end) return flow.end.bytes
     if (flow.copy) return flow.base + flow.copy.bytes
     if (this.#handle && flow.kernel) return flow.base + this.#native!.bytes(this.#handle, flow.index)
@@ -228,7 +231,7 @@ export class Relay {
       return this.#copy()
     }
     if (this.#handle && !this.#refed) native.ref(this.#handle, false)
-    this.#stopTimeouts = keepTimeoutsAlive(this.#sockets, () => this.flows.reduce((n, f) => n + this.bytes(f), 0))
+    this.#stopTimeouts = keepTimeoutsAlive(this.#sockets, () => this.flows.reduce((n, f) => n + this.bytes(f.index), 0))
     if (quiet) {
       this.#phase = 'kernel'
       return
@@ -274,7 +277,7 @@ export class Relay {
   }
 
   #endAll (reason: Reason, error?: Error) {
-    for (const f of this.#live()) this.#finish(f, { bytes: this.bytes(f), reason, error })
+    for (const f of this.#live()) this.#finish(f, { bytes: this.bytes(f.index), reason, error })
   }
 
   #finish (f: Flow, end: FlowEnd) {

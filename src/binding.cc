@@ -48,7 +48,7 @@ int Descriptor(const Napi::Value& v, const char* name, const char* syscall) {
 }
 
 // start(fd0, fd1, max0, max1, idleMs, flags,
-//       onEnd(flow, bytes, reason, error, residual)): flow 0 moves fd0 into
+//       onEnd(flow, bytes, reason, error, residual, datagrams)): flow 0 moves fd0 into
 // fd1, flow 1 fd1 into fd0; `flags` (kFlag*) says which run and how.
 enum Flag {
   kFlow0 = 1,
@@ -58,6 +58,7 @@ enum Flag {
   kChecked = 16,  // Node sockets, already checked in JavaScript
   kResidual = 32,
   kRun = 64,      // start moving now, not at run()
+  kDatagram = 128,  // with kChecked: Node dgram sockets
 };
 
 Napi::Value StartRelay(const Napi::CallbackInfo& info) {
@@ -76,6 +77,7 @@ Napi::Value StartRelay(const Napi::CallbackInfo& info) {
     o.return_residual = flags & kResidual;
   }
   spec.checked = flags & kChecked;
+  spec.datagram = spec.checked && (flags & kDatagram);
   if (!spec.flow[0].on && !spec.flow[1].on)
     throw Napi::RangeError::New(env, "flags name no flow");
   if (!info[6].IsFunction())

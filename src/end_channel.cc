@@ -76,7 +76,8 @@ void EndChannel::Deliver(Napi::Env env, Napi::Function, EndChannel* channel,
       try {
         call.Call({Napi::Number::New(env, r.flow),
                    Napi::Number::New(env, static_cast<double>(r.bytes)),
-                   Napi::Number::New(env, r.reason), error, residual});
+                   Napi::Number::New(env, r.reason), error, residual,
+                   Napi::Number::New(env, static_cast<double>(r.datagrams))});
       } catch (const Napi::Error& e) {
         channel->Requeue(batch, i + 1);
         napi_throw(env, e.Value());

@@ -40,14 +40,19 @@ struct RelaySpec {
   int fd[2] = {-1, -1};
   Options flow[2];
   // The caller knows both are connected stream sockets of one kind (Node's
-  // TCP or Unix sockets): only their identity is looked up.
+  // TCP or Unix sockets), or with `datagram` UDP sockets whose drains are
+  // connected (Node's dgram): only their identity is looked up.
   bool checked = false;
+  // Datagram sockets (known from SO_TYPE when not `checked`): boundaries
+  // kept, `max` never splits one, no EOF, no residual.
+  bool datagram = false;
 };
 
 struct Result {
   int flow = 0;
   bool last = true;            // no flow of the relay is left after this one
   int64_t bytes = 0;           // bytes written to the drain by the engine
+  int64_t datagrams = 0;       // datagrams among them (datagram relays)
   Reason reason = kEof;
   int error = 0;               // errno, for kError
   const char* syscall = "";    // the call that failed, for kError

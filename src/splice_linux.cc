@@ -12,6 +12,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <system_error>
 #include <thread>
@@ -32,6 +34,11 @@ namespace {
 constexpr size_t kPoolMax = 64;  // idle pipes kept per worker
 constexpr int kTurn = 32;        // splice calls before yielding a turn
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+
+// Datagrams move in batches of up to kBatch through a worker's buffer, a
+// slot per datagram large enough for any UDP payload.
+constexpr int kBatch = 32;
+constexpr size_t kSlot = 64 * 1024;
 
 // Pipe sizes. A pipe starts at the kernel's default size and grows fourfold
 // each time a read fills it, up to what Go uses, while the engine's pipes
@@ -133,7 +140,13 @@ struct Flow {
   bool claimed = false;  // holds its sockets' source and drain roles
   // Touched only by the worker thread.
   Pipe pipe;
-  size_t in_pipe = 0;  // bytes in the pipe, not yet in the drain
+  // Bytes that left the source and are not yet in the drain: in the pipe,
+  // or in `held` for datagrams.
+  size_t in_flight = 0;
+  // Datagrams the drain did not take at once, in order, until EPOLLOUT.
+  std::vector<char> held;
+  std::vector<size_t> held_sizes;
+  int64_t datagrams = 0;  // sent to the drain
   int64_t pulled = 0;  // bytes taken from the source
   int64_t last_move = 0;
   Reason stopping = static_cast<Reason>(0);  // pull no more, then end so
@@ -172,6 +185,7 @@ class Relay {
   int worker_index = -1;  // >= 0 while counted in the worker's load
   bool running = false;   // main thread: handed to the worker
   bool ended = false;     // worker: every flow has ended
+  bool datagram = false;  // UDP sockets: datagrams, not a byte stream
 };
 
 namespace {
@@ -201,6 +215,11 @@ class Worker {
   void Add(const std::shared_ptr<Relay>& r);
   void Request(Relay& r, int f, Reason reason);
   void Pump(Relay& r, int f);
+  void PumpDatagrams(Relay& r, int f);
+  bool SendDatagrams(Relay& r, int f, mmsghdr* msgs, int n);
+  void SendHeld(Relay& r, int f);
+  void DatagramEvent(Relay& r, int i, uint32_t events);
+  void FailDatagrams(Relay& r, int error, const char* syscall);
   void DrainFailed(Relay& r, int f);
   void Finish(Relay& r, int f, Reason reason, int error, const char* syscall,
               bool drain_failed);
@@ -221,6 +240,11 @@ class Worker {
   std::vector<std::pair<std::shared_ptr<Relay>, int>> ready_;  // relay, flow
   std::vector<std::shared_ptr<Relay>> ended_;  // kept until the turn ends
   std::vector<Pipe> pool_;
+  // The datagram batch: kBatch slots, allocated at the first datagram
+  // relay (untouched pages cost nothing).
+  std::unique_ptr<char[]> slots_;
+  mmsghdr msgs_[kBatch];
+  iovec iovs_[kBatch];
   int64_t next_idle_check_ = INT64_MAX;
   int64_t now_ = 0;  // read once per turn: idle is timed in milliseconds
   std::thread thread_;
@@ -443,7 +467,7 @@ void Relay::Release() {
   }
   for (Flow& flow : this->flow) {
     shared->ClosePipe(&flow.pipe);
-    flow.in_pipe = 0;
+    flow.in_flight = 0;
   }
 }
 
@@ -545,11 +569,15 @@ void Worker::Run() {
       // the drain of the other. A drain matters only with bytes to take.
       Side& side = *static_cast<Side*>(events[i].data.ptr);
       Relay& r = *side.relay;
+      if (r.datagram) {
+        DatagramEvent(r, side.index, events[i].events);
+        continue;
+      }
       Flow& from = r.flow[side.index];
       Flow& into = r.flow[1 - side.index];
       if (!from.ended && (events[i].events & kReadable)) Pump(r, side.index);
       if (into.ended) continue;
-      if (into.in_pipe > 0 && (events[i].events & kWritable))
+      if (into.in_flight > 0 && (events[i].events & kWritable))
         Pump(r, 1 - side.index);
       else if (events[i].events & (EPOLLERR | EPOLLHUP))
         DrainFailed(r, 1 - side.index);
@@ -622,13 +650,14 @@ void Worker::Request(Relay& r, int f, Reason reason) {
 // source, so EAGAIN on the drain means "drain full" and on the source "no
 // data", never both.
 void Worker::Pump(Relay& r, int f) {
+  if (r.datagram) return PumpDatagrams(r, f);
   Flow& s = r.flow[f];
   for (int turn = 0; turn < kTurn; turn++) {
-    if (s.in_pipe > 0) {
-      ssize_t n = splice(s.pipe.r, nullptr, r.Drain(f), nullptr, s.in_pipe,
+    if (s.in_flight > 0) {
+      ssize_t n = splice(s.pipe.r, nullptr, r.Drain(f), nullptr, s.in_flight,
                          kSpliceFlags);
       if (n > 0) {
-        s.in_pipe -= n;
+        s.in_flight -= n;
         s.moved += n;
         s.last_move = now_;
         continue;
@@ -661,7 +690,7 @@ void Worker::Pump(Relay& r, int f) {
         splice(r.Source(f), nullptr, s.pipe.w, nullptr, want, kSpliceFlags);
     if (n > 0) {
       if (n == s.pipe.capacity) shared_.Grow(&s.pipe);
-      s.in_pipe = n;
+      s.in_flight = n;
       s.pulled += n;
       s.last_move = now_;
       continue;
@@ -685,6 +714,150 @@ void Worker::Pump(Relay& r, int f) {
   }
 }
 
+// UDP: recvmmsg takes a batch from the source into the worker's slots and
+// sendmmsg passes it on, each datagram whole. There is no EOF (a read of 0
+// is an empty datagram), and what the drain does not take at once is held
+// by the flow until EPOLLOUT: an unsplice waits for it, other ends drop it.
+void Worker::PumpDatagrams(Relay& r, int f) {
+  Flow& s = r.flow[f];
+  if (!slots_) {
+    slots_.reset(new char[kBatch * kSlot]);
+    for (int i = 0; i < kBatch; i++) iovs_[i] = {slots_.get() + i * kSlot, kSlot};
+  }
+  for (int turn = 0; turn < kTurn; turn++) {
+    if (s.in_flight > 0) {
+      SendHeld(r, f);
+      if (s.ended || s.in_flight > 0) return;
+      continue;
+    }
+    if (s.stopping != 0) return Finish(r, f, s.stopping, 0, "", false);
+    int want = kBatch;
+    if (s.options.max > 0) {
+      int64_t room = s.options.max - s.pulled;
+      if (room == 0) return Finish(r, f, kMax, 0, "", false);
+      if (room < static_cast<int64_t>(kBatch * kSlot)) {
+        // Near max, one at a time: a datagram that would pass it stays in
+        // the source. MSG_TRUNC makes recv() say its whole length.
+        ssize_t next = recv(r.Source(f), nullptr, 0,
+                            MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
+        if (next < 0 && errno == EINTR) continue;
+        if (next < 0 && errno == EAGAIN) return;
+        if (next < 0) return FailDatagrams(r, errno, "recv");
+        if (next > room) return Finish(r, f, kMax, 0, "", false);
+        want = 1;
+      }
+    }
+    for (int i = 0; i < want; i++) {
+      msgs_[i] = {};
+      msgs_[i].msg_hdr.msg_iov = &iovs_[i];
+      msgs_[i].msg_hdr.msg_iovlen = 1;
+    }
+    int n = recvmmsg(r.Source(f), msgs_, want, MSG_DONTWAIT, nullptr);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return;
+    if (n < 0) return FailDatagrams(r, errno, "recvmmsg");
+    for (int i = 0; i < n; i++) {
+      // What was received is what is sent.
+      msgs_[i].msg_hdr.msg_iov->iov_len = msgs_[i].msg_len;
+      s.pulled += msgs_[i].msg_len;
+    }
+    s.last_move = now_;
+    bool sent = SendDatagrams(r, f, msgs_, n);
+    for (int i = 0; i < n; i++) iovs_[i].iov_len = kSlot;
+    if (!sent) return;
+  }
+  if (!s.queued) {
+    s.queued = true;
+    ready_.emplace_back(live_[&r], f);
+  }
+}
+
+// Sends msgs[0, n) to the drain in order. What it does not take now is
+// copied into the flow's `held`. False once the flow has ended: a drain
+// error, or a datagram too large for the drain (EMSGSIZE), which is dropped
+// after the ones behind it have gone.
+bool Worker::SendDatagrams(Relay& r, int f, mmsghdr* msgs, int n) {
+  Flow& s = r.flow[f];
+  bool too_large = false;
+  int at = 0;
+  while (at < n) {
+    int sent = sendmmsg(r.Drain(f), msgs + at, n - at, MSG_DONTWAIT);
+    if (sent >= 0) {
+      int64_t bytes = 0;
+      for (int i = at; i < at + sent; i++) bytes += msgs[i].msg_len;
+      s.moved += bytes;
+      s.datagrams += sent;
+      at += sent;
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EMSGSIZE) {
+      too_large = true;
+      at++;
+      continue;
+    }
+    if (errno != EAGAIN) {
+      FailDatagrams(r, errno, "sendmmsg");
+      return false;
+    }
+    for (int i = at; i < n; i++) {
+      const iovec& iov = msgs[i].msg_hdr.msg_iov[0];
+      const char* data = static_cast<const char*>(iov.iov_base);
+      s.held.insert(s.held.end(), data, data + iov.iov_len);
+      s.held_sizes.push_back(iov.iov_len);
+      s.in_flight += iov.iov_len;
+    }
+    break;
+  }
+  if (too_large) {
+    Finish(r, f, kError, EMSGSIZE, "sendmmsg", false);
+    return false;
+  }
+  return true;
+}
+
+void Worker::SendHeld(Relay& r, int f) {
+  Flow& s = r.flow[f];
+  std::vector<char> held = std::move(s.held);
+  std::vector<size_t> sizes = std::move(s.held_sizes);
+  s.held.clear();
+  s.held_sizes.clear();
+  s.in_flight = 0;
+  std::vector<iovec> iov(sizes.size());
+  std::vector<mmsghdr> msgs(sizes.size());
+  size_t at = 0;
+  for (size_t i = 0; i < sizes.size(); i++) {
+    iov[i] = {held.data() + at, sizes[i]};
+    at += sizes[i];
+    msgs[i] = {};
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  SendDatagrams(r, f, msgs.data(), static_cast<int>(msgs.size()));
+}
+
+// A socket error (an ICMP port unreachable on a connected socket is
+// ECONNREFUSED) belongs to the relay, not to the flow that happens to read
+// or write first: every flow still going ends with it.
+void Worker::FailDatagrams(Relay& r, int error, const char* syscall) {
+  for (int f = 0; f < 2; f++)
+    if (!r.flow[f].ended) Finish(r, f, kError, error, syscall, true);
+}
+
+void Worker::DatagramEvent(Relay& r, int i, uint32_t events) {
+  if (events & EPOLLERR) {
+    int error = 0;
+    socklen_t len = sizeof error;
+    if (getsockopt(r.side[i].fd, SOL_SOCKET, SO_ERROR, &error, &len) < 0)
+      error = errno;
+    // Already taken by a receive or send in this turn: nothing new.
+    if (error != 0) return FailDatagrams(r, error, "recvmsg");
+  }
+  if (!r.flow[i].ended && (events & EPOLLIN)) Pump(r, i);
+  Flow& into = r.flow[1 - i];
+  if (!into.ended && into.in_flight > 0 && (events & EPOLLOUT)) Pump(r, 1 - i);
+}
+
 // The drain was reset (or closed) while its flow had nothing to write: with
 // a quiet source no write would ever find out.
 void Worker::DrainFailed(Relay& r, int f) {
@@ -705,17 +878,17 @@ void Worker::Finish(Relay& r, int f, Reason reason, int error,
   // Bytes still in the pipe have left the source: JavaScript queues them on
   // the drain. After a drain error they have nowhere to go.
   if (!drain_failed && s.options.return_residual) {
-    result.residual.resize(s.in_pipe);
+    result.residual.resize(s.in_flight);
     size_t got = 0;
-    while (got < s.in_pipe) {
-      ssize_t n = read(s.pipe.r, result.residual.data() + got, s.in_pipe - got);
+    while (got < s.in_flight) {
+      ssize_t n = read(s.pipe.r, result.residual.data() + got, s.in_flight - got);
       if (n > 0)
         got += n;
       else if (!(n < 0 && errno == EINTR))
         break;  // cannot happen for bytes already in the pipe
     }
     result.residual.resize(got);
-    s.in_pipe -= got;
+    s.in_flight -= got;
   }
   ReleasePipe(s);
   bool shut = false;
@@ -737,6 +910,7 @@ void Worker::Finish(Relay& r, int f, Reason reason, int error,
     syscall = restore.syscall;
   }
   result.bytes = s.moved;
+  result.datagrams = s.datagrams;
   result.reason = reason;
   result.error = error;
   result.syscall = syscall;
@@ -788,7 +962,7 @@ bool Worker::AcquirePipe(Flow& flow, SysError* err) {
 void Worker::ReleasePipe(Flow& flow) {
   Pipe* p = &flow.pipe;
   if (p->r < 0) return;
-  bool keep = flow.in_pipe == 0 && pool_.size() < kPoolMax;
+  bool keep = flow.in_flight == 0 && pool_.size() < kPoolMax;
   if (keep && p->capacity > shared_.default_pipe)
     keep = shared_.Resize(p, shared_.default_pipe);
   if (keep && p->capacity == shared_.default_pipe &&
@@ -800,7 +974,7 @@ void Worker::ReleasePipe(Flow& flow) {
   } else {
     shared_.ClosePipe(p);
   }
-  flow.in_pipe = 0;
+  flow.in_flight = 0;
 }
 
 int Worker::IdleTimeout() {
@@ -867,9 +1041,11 @@ bool HasBytesOrEof(int fd, bool* yes, SysError* err) {
   return true;
 }
 
-// The checks the BSD kernels make in sosplice(), with FreeBSD's codes.
-bool CheckSocket(int fd, bool source, SocketId* id, int* type, int* protocol,
-                 SysError* err) {
+// The checks the BSD kernels make in sosplice(), with FreeBSD's codes. A
+// datagram socket need be connected only to be a drain: a source receives
+// from anyone.
+bool CheckSocket(int fd, bool source, bool drain, SocketId* id, int* type,
+                 int* protocol, SysError* err) {
   if (!IdentifySocket(fd, id, err)) return false;
   int listening = 0;
   socklen_t len = sizeof listening;
@@ -896,6 +1072,7 @@ bool CheckSocket(int fd, bool source, SocketId* id, int* type, int* protocol,
   if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0)
     return true;
   *err = {errno, "getpeername"};
+  if (*type == SOCK_DGRAM) return !drain && err->error == ENOTCONN;
   // A connection closed both ways still has its unread bytes and its EOF
   // for a reader, which splice(2) gives; a socket never connected has none.
   bool readable = false;
@@ -904,18 +1081,20 @@ bool CheckSocket(int fd, bool source, SocketId* id, int* type, int* protocol,
   return readable;
 }
 
-// Both sockets, each in the roles the spec gives it.
+// Both sockets, each in the roles the spec gives it: two stream sockets, or
+// two datagram sockets (*datagram), of one protocol.
 bool CheckPair(const RelaySpec& spec, SocketId* id0, SocketId* id1,
-               SysError* err) {
+               bool* datagram, SysError* err) {
   int type[2], proto[2];
   SocketId* id[2] = {id0, id1};
   for (int i = 0; i < 2; i++) {
-    if (!CheckSocket(spec.fd[i], spec.flow[i].on, id[i], &type[i], &proto[i],
-                     err))
+    if (!CheckSocket(spec.fd[i], spec.flow[i].on, spec.flow[1 - i].on, id[i],
+                     &type[i], &proto[i], err))
       return false;
   }
-  // splice(2) reads only from stream sockets; both ends speak the same one.
-  if (type[0] != SOCK_STREAM || type[1] != SOCK_STREAM || proto[0] != proto[1]) {
+  *datagram = type[0] == SOCK_DGRAM;
+  if (type[0] != type[1] || (type[0] != SOCK_STREAM && !*datagram) ||
+      proto[0] != proto[1]) {
     *err = {EPROTONOSUPPORT, "splice"};
     return false;
   }
@@ -935,11 +1114,16 @@ std::shared_ptr<Relay> Start(Engine& engine, const RelaySpec& spec,
   auto r = std::make_shared<Relay>(engine.shared());
   for (int f = 0; f < 2; f++) r->flow[f].options = spec.flow[f];
   // On failure the relay closes what it holds as it goes.
+  r->datagram = spec.datagram;
   bool known = spec.checked
                    ? IdentifySocket(spec.fd[0], &r->side[0].id, err) &&
                          IdentifySocket(spec.fd[1], &r->side[1].id, err)
-                   : CheckPair(spec, &r->side[0].id, &r->side[1].id, err);
+                   : CheckPair(spec, &r->side[0].id, &r->side[1].id,
+                               &r->datagram, err);
   if (!known) return nullptr;
+  // Datagrams held at an unsplice are sent before it ends, never handed back.
+  if (r->datagram)
+    for (Flow& flow : r->flow) flow.options.return_residual = false;
   if (r->side[0].id == r->side[1].id) {
     *err = {EINVAL, "splice"};
     return nullptr;
