@@ -282,7 +282,13 @@ class DatagramCopy {
     this.datagrams++
     this.#timer?.refresh()
     try {
-      this.#drain.send(msg, err => { if (err) this.#end(Reason.Error, err) })
+      this.#drain.send(msg, err => {
+        if (!err || this.#detached) return
+        // Not sent (EMSGSIZE, ECONNREFUSED...): not moved.
+        this.bytes -= msg.length
+        this.datagrams--
+        this.#end(Reason.Error, err)
+      })
     } catch (err) {
       this.#end(Reason.Error, err as Error)
     }

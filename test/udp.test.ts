@@ -1,0 +1,291 @@
+// UDP relays (OpenBSD's semantics): datagrams whole and in order, max never
+// splits one, idle, unsplice and close, ICMP errors, and bad input; on
+// every backend the host runs, with real sockets on 127.0.0.1 and ::1.
+import assert from 'node:assert/strict'
+import dgram from 'node:dgram'
+import { once } from 'node:events'
+import { type BackendName, backends, proxy, splice } from '../lib/index.js'
+import { native } from '../lib/native.js'
+import { assertNoLeaks, digest, eventually, openFds, sleep, socketPair, stream, within } from './helpers.js'
+
+type Family = 'udp4' | 'udp6'
+const loopback = { udp4: '127.0.0.1', udp6: '::1' }
+
+/** A UDP socket bound on loopback, connected to `peer` if given. */
+async function udp (family: Family, peer?: number, peerFamily: Family = family): Promise<dgram.Socket> {
+  const socket = dgram.createSocket(family)
+  socket.bind(0, loopback[family])
+  await once(socket, 'listening')
+  if (peer !== undefined) await new Promise<void>(resolve => socket.connect(peer, loopback[peerFamily], resolve))
+  return socket
+}
+
+function portOf (socket: dgram.Socket): number {
+  return socket.address().port
+}
+
+/**
+ * sender -> source (spliced) drain -> receiver. The receiver keeps every
+ * datagram it gets, in order.
+ */
+async function udpRig (sourceFamily: Family = 'udp4', drainFamily: Family = sourceFamily) {
+  const receiver = await udp(drainFamily)
+  const source = await udp(sourceFamily)
+  const drain = await udp(drainFamily, portOf(receiver))
+  const sender = await udp(sourceFamily, portOf(source))
+  const got: Buffer[] = []
+  receiver.on('message', (m: Buffer) => got.push(m))
+  const all = [receiver, source, drain, sender]
+  for (const s of all) s.on('error', () => {})
+  return { receiver, source, drain, sender, got, close: () => all.forEach(s => s.close()) }
+}
+
+/**
+ * Sends `datagrams` in windows of `window`, each once `got` has caught up:
+ * paced, so that no socket buffer overflows (a receiver holds about 256
+ * small datagrams by default). `onSend` runs after each send.
+ */
+async function sendPaced (sender: dgram.Socket, datagrams: Buffer[], got: () => number, window = 32,
+  onSend = () => {}): Promise<void> {
+  for (let at = 0; at < datagrams.length; at += window) {
+    for (const d of datagrams.slice(at, at + window)) {
+      sender.send(d)
+      onSend()
+    }
+    const want = Math.min(at + window, datagrams.length)
+    if (!await eventually(() => got() >= want, 10_000)) throw new Error(`${got()} of ${want} datagrams arrived`)
+  }
+}
+
+/** Datagrams of `size` bytes, each starting with its sequence number. */
+function numbered (count: number, size: number, seed: string): Buffer[] {
+  const next = stream(seed)
+  return Array.from({ length: count }, (_, i) => {
+    const d = next(size)
+    if (size >= 4) d.writeUInt32BE(i)
+    return d
+  })
+}
+
+for (const backend of ['so_splice', 'pipe', 'userspace'] as const) {
+  const why = backend === 'so_splice'
+    ? ' (skipped: FreeBSD splices TCP only and OpenBSD\'s UDP splice is not wired up; tested below where so_splice runs)'
+    : backends().includes(backend) ? '' : ` (skipped: this host has ${native?.backend ?? 'no addon'})`
+  describe(`UDP relays [${backend}]${why}`, function () {
+    before(function () { if (why) this.skip() })
+    udpSuite(backend)
+  })
+}
+
+function udpSuite (backend: BackendName) {
+  it('keeps boundaries: datagrams of 0, 1, 1400 and 65507 bytes arrive whole, in order, counted', async () => {
+    const r = await udpRig()
+    const s = splice(r.source, r.drain, { backend })
+    assert.equal(s.backend, backend)
+    const sizes = [0, 1, 1400, 65507]
+    const datagrams = sizes.map(n => stream(`boundary-${n}`)(n))
+    await sendPaced(r.sender, datagrams, () => r.got.length, 1)
+    assert.deepEqual(r.got.map(digest), datagrams.map(digest))
+    assert.equal(s.bytes, 1 + 1400 + 65507)
+    assert.deepEqual(await s.unsplice(), { bytes: 66908, datagrams: 4, reason: 'unsplice' })
+    r.close()
+  })
+
+  it('100,000 datagrams at a paced rate: none lost, none duplicated, in order', async function () {
+    this.timeout(120_000)
+    const r = await udpRig()
+    const s = splice(r.source, r.drain, { backend })
+    const datagrams = numbered(100_000, 64, 'many')
+    await sendPaced(r.sender, datagrams, () => r.got.length, 128)
+    assert.equal(r.got.length, datagrams.length)
+    r.got.forEach((d, i) => { if (d.readUInt32BE(0) !== i) assert.fail(`datagram ${i} is number ${d.readUInt32BE(0)}`) })
+    assert.deepEqual(digest(Buffer.concat(r.got)), digest(Buffer.concat(datagrams)))
+    assert.deepEqual(await s.unsplice(), { bytes: 6_400_000, datagrams: 100_000, reason: 'unsplice' })
+    r.close()
+  })
+
+  it('max never splits a datagram: max 1000 with 300-byte datagrams moves three; the fourth stays for JavaScript', async () => {
+    const r = await udpRig()
+    const mine: Buffer[] = []
+    r.source.on('message', (m: Buffer) => mine.push(m))
+    const s = splice(r.source, r.drain, { backend, max: 1000 })
+    const datagrams = numbered(4, 300, 'max')
+    for (const d of datagrams.slice(0, 3)) r.sender.send(d)
+    assert.ok(await eventually(() => r.got.length === 3))
+    r.sender.send(datagrams[3])
+    assert.deepEqual(await within(s.done, 5000, 'ended at max'), { bytes: 900, datagrams: 3, reason: 'max' })
+    // The source is an ordinary socket again: its listener gets the fourth.
+    assert.ok(await eventually(() => mine.length === 1))
+    assert.deepEqual(mine.map(digest), [digest(datagrams[3])])
+    assert.deepEqual(r.got.map(digest), datagrams.slice(0, 3).map(digest))
+    r.close()
+  })
+
+  it('idle: a datagram every 100 ms keeps idle 300 going; silence ends it', async () => {
+    const r = await udpRig()
+    const s = splice(r.source, r.drain, { backend, idle: 300 })
+    let ended = false
+    s.done.then(() => { ended = true })
+    for (let i = 0; i < 10; i++) {
+      r.sender.send(Buffer.from([i]))
+      await sleep(100)
+    }
+    assert.equal(ended, false, 'a trickle ended it')
+    assert.deepEqual(await within(s.done, 5000, 'idle end'), { bytes: 10, datagrams: 10, reason: 'idle' })
+    assert.equal(r.got.length, 10)
+    r.close()
+  })
+
+  for (const ending of ['unsplice', 'close'] as const) {
+    it(`${ending} mid-stream: every datagram sent reached the drain or stayed for the source, in order, none twice`, async () => {
+      const r = await udpRig()
+      const mine: Buffer[] = []
+      r.source.on('message', (m: Buffer) => mine.push(m))
+      const s = splice(r.source, r.drain, { backend })
+      const datagrams = numbered(2000, 200, ending)
+      let sent = 0
+      // Ended in the middle of a window of datagrams on their way.
+      const ended = sendPaced(r.sender, datagrams, () => r.got.length + mine.length, 32, () => {
+        if (++sent === 1000) ending === 'unsplice' ? s.unsplice() : r.drain.close()
+      })
+      await ended
+      const result = await s.done
+      assert.equal(result.reason, ending)
+      assert.ok(result.datagrams! >= 900 && result.datagrams! <= 1032, `${result.datagrams} moved`)
+      assert.equal(r.got.length, result.datagrams)
+      assert.equal(result.bytes, 200 * result.datagrams!)
+      assert.deepEqual([...r.got, ...mine].map(digest), datagrams.map(digest))
+      for (const x of [r.receiver, r.source, r.sender, ...ending === 'close' ? [] : [r.drain]]) x.close()
+    })
+  }
+
+  it('IPv6 into IPv4', async () => {
+    const r = await udpRig('udp6', 'udp4')
+    const s = splice(r.source, r.drain, { backend })
+    const datagrams = numbered(1000, 512, 'v6-v4')
+    await sendPaced(r.sender, datagrams, () => r.got.length)
+    assert.deepEqual(r.got.map(digest), datagrams.map(digest))
+    assert.equal((await s.unsplice()).datagrams, 1000)
+    r.close()
+  })
+
+  it('a datagram larger than the drain can send (IPv6 65527 bytes into IPv4) ends it with EMSGSIZE', async () => {
+    const r = await udpRig('udp6', 'udp4')
+    const s = splice(r.source, r.drain, { backend })
+    r.sender.send(Buffer.alloc(100))
+    assert.ok(await eventually(() => r.got.length === 1))
+    r.sender.send(Buffer.alloc(65527))
+    const result = await within(s.done, 5000, 'an end')
+    assert.equal(result.reason, 'error')
+    assert.equal((result.error as NodeJS.ErrnoException).code, 'EMSGSIZE')
+    assert.deepEqual([result.bytes, result.datagrams], [100, 1])
+    r.close()
+  })
+
+  it('a drain whose peer is gone ends with ECONNREFUSED (ICMP port unreachable)', async () => {
+    const gone = await udp('udp4')
+    const port = portOf(gone)
+    gone.close()
+    const source = await udp('udp4')
+    const drain = await udp('udp4', port)
+    const sender = await udp('udp4', portOf(source))
+    drain.on('error', () => {})
+    const s = splice(source, drain, { backend })
+    // The first send draws the ICMP error; a later one or the socket reports it.
+    const timer = setInterval(() => sender.send('x'), 20)
+    const result = await within(s.done, 5000, 'an end')
+    clearInterval(timer)
+    assert.equal(result.reason, 'error')
+    assert.equal((result.error as NodeJS.ErrnoException).code, 'ECONNREFUSED')
+    for (const x of [source, drain, sender]) x.close()
+  })
+
+  it('proxy(): two connected sockets both ways, datagrams whole each way, counted live and at the end', async () => {
+    // client <-> a (proxy) b <-> server
+    const client = await udp('udp4')
+    const server = await udp('udp4')
+    const a = await udp('udp4', portOf(client))
+    const b = await udp('udp4', portOf(server))
+    await new Promise<void>(resolve => client.connect(portOf(a), '127.0.0.1', resolve))
+    await new Promise<void>(resolve => server.connect(portOf(b), '127.0.0.1', resolve))
+    const up: Buffer[] = []
+    const down: Buffer[] = []
+    server.on('message', (m: Buffer) => up.push(m))
+    client.on('message', (m: Buffer) => down.push(m))
+    const p = proxy(a, b, { backend })
+    const ups = numbered(500, 1000, 'up')
+    const downs = numbered(300, 1400, 'down')
+    await Promise.all([sendPaced(client, ups, () => up.length), sendPaced(server, downs, () => down.length)])
+    assert.deepEqual(p.bytes, { aToB: 500_000, bToA: 420_000 })
+    assert.deepEqual(up.map(digest), ups.map(digest))
+    assert.deepEqual(down.map(digest), downs.map(digest))
+    a.close()
+    const { aToB, bToA } = await p
+    assert.deepEqual([aToB, bToA], [{ bytes: 500_000, datagrams: 500, reason: 'close' }, { bytes: 420_000, datagrams: 300, reason: 'close' }])
+    for (const x of [client, server, b]) x.close()
+  })
+
+  it('rejects at once: an unconnected drain ENOTCONN, TCP with UDP EPROTONOSUPPORT, a closed socket EBADF, a busy one EBUSY, spliceAfter', async () => {
+    const source = await udp('udp4')
+    const loose = await udp('udp4')
+    assert.throws(() => splice(source, loose, { backend }), { code: 'ENOTCONN' })
+    const [tcp, peer] = await socketPair()
+    const drain = await udp('udp4', portOf(loose))
+    assert.throws(() => splice(source, tcp as never, { backend }), { code: 'EPROTONOSUPPORT' })
+    assert.throws(() => splice(tcp as never, drain, { backend }), { code: 'EPROTONOSUPPORT' })
+    assert.throws(() => proxy(source, drain, { backend }), { code: 'ENOTCONN' })
+    assert.throws(() => splice(source, drain, { backend, spliceAfter: 0 }), { code: 'ERR_INVALID_ARG_VALUE' })
+    const unbound = dgram.createSocket('udp4')
+    assert.throws(() => splice(unbound, drain, { backend }), { code: 'EINVAL' })
+    unbound.close()
+    const s = splice(source, drain, { backend })
+    const other = await udp('udp4', portOf(loose))
+    assert.throws(() => splice(source, other, { backend }), { code: 'EBUSY' })
+    assert.equal((await s.unsplice()).reason, 'unsplice')
+    other.close()
+    const closed = await udp('udp4', portOf(loose))
+    closed.close()
+    assert.throws(() => splice(source, closed, { backend }), { code: 'EBADF' })
+    for (const x of [source, loose, drain]) x.close()
+    tcp.destroy()
+    peer.destroy()
+  })
+
+  it('500 concurrent splices each carry a datagram; after they end no descriptor or relay is left', async function () {
+    this.timeout(60_000)
+    const before = openFds()
+    const receiver = await udp('udp4')
+    const sender = await udp('udp4')
+    const got = new Set<string>()
+    receiver.on('message', (m: Buffer) => got.add(m.toString()))
+    const pairs = await Promise.all(Array.from({ length: 500 }, async () => [await udp('udp4'), await udp('udp4', portOf(receiver))]))
+    const splices = pairs.map(([source, drain]) => splice(source, drain, { backend }))
+    for (let i = 0; i < 500; i++) {
+      sender.send(`splice ${i}`, portOf(pairs[i][0]), '127.0.0.1')
+      if (i % 50 === 49 && !await eventually(() => got.size === i + 1)) assert.fail(`${got.size} of ${i + 1} arrived`)
+    }
+    const ends = await Promise.all(splices.map((s, i) => i % 2 ? s.unsplice() : (pairs[i][0].close(), s.done)))
+    assert.deepEqual(new Set(ends.map(e => `${e.reason} ${e.datagrams}`)), new Set(['unsplice 1', 'close 1']))
+    for (const [source, drain] of pairs) {
+      drain.close()
+      try { source.close() } catch {} // the even ones are closed already
+    }
+    receiver.close()
+    sender.close()
+    await assertNoLeaks(before)
+  })
+}
+
+describe('UDP relays where the kernel backend splices TCP only (so_splice)', function () {
+  before(function () { if (!backends().includes('so_splice')) this.skip() })
+  it('so_splice asked for by name: EPROTONOSUPPORT; auto runs userspace', async () => {
+    const source = await udp('udp4')
+    const drain = await udp('udp4', portOf(source))
+    assert.throws(() => splice(source, drain, { backend: 'so_splice' }), { code: 'EPROTONOSUPPORT' })
+    const s = splice(source, drain)
+    assert.equal(s.backend, 'userspace')
+    await s.unsplice()
+    source.close()
+    drain.close()
+  })
+})
