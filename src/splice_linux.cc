@@ -8,6 +8,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <netinet/udp.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -20,6 +21,7 @@
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -39,6 +41,10 @@ constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 // slot per datagram large enough for any UDP payload.
 constexpr int kBatch = 32;
 constexpr size_t kSlot = 64 * 1024;
+// A run of datagrams of one size goes to the drain as one UDP GSO send
+// (UDP_SEGMENT), at most this many and this many bytes (the IPv4 limit).
+constexpr int kGsoSegments = 64;
+constexpr size_t kGsoBytes = 65507;
 
 // Pipe sizes. A pipe starts at the kernel's default size and grows fourfold
 // each time a read fills it, up to what Go uses, while the engine's pipes
@@ -186,6 +192,7 @@ class Relay {
   bool running = false;   // main thread: handed to the worker
   bool ended = false;     // worker: every flow has ended
   bool datagram = false;  // UDP sockets: datagrams, not a byte stream
+  bool gso = true;        // worker: the drain takes UDP GSO sends
 };
 
 namespace {
@@ -216,7 +223,7 @@ class Worker {
   void Request(Relay& r, int f, Reason reason);
   void Pump(Relay& r, int f);
   void PumpDatagrams(Relay& r, int f);
-  bool SendDatagrams(Relay& r, int f, mmsghdr* msgs, int n);
+  bool SendDatagrams(Relay& r, int f, iovec* datagrams, int n);
   void SendHeld(Relay& r, int f);
   void DatagramEvent(Relay& r, int i, uint32_t events);
   void FailDatagrams(Relay& r, int error, const char* syscall);
@@ -245,6 +252,11 @@ class Worker {
   std::unique_ptr<char[]> slots_;
   mmsghdr msgs_[kBatch];
   iovec iovs_[kBatch];
+  // The sends built from a batch: one per run of datagrams, each with room
+  // for its UDP_SEGMENT control message.
+  mmsghdr sends_[kBatch];
+  int ends_[kBatch];  // the datagram after each send's last
+  alignas(cmsghdr) char controls_[kBatch][CMSG_SPACE(sizeof(uint16_t))];
   int64_t next_idle_check_ = INT64_MAX;
   int64_t now_ = 0;  // read once per turn: idle is timed in milliseconds
   std::thread thread_;
@@ -756,15 +768,11 @@ void Worker::PumpDatagrams(Relay& r, int f) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) return;
     if (n < 0) return FailDatagrams(r, errno, "recvmmsg");
-    for (int i = 0; i < n; i++) {
-      // What was received is what is sent.
-      msgs_[i].msg_hdr.msg_iov->iov_len = msgs_[i].msg_len;
-      s.pulled += msgs_[i].msg_len;
-    }
+    for (int i = 0; i < n; i++) s.pulled += msgs_[i].msg_len;
     s.last_move = now_;
-    bool sent = SendDatagrams(r, f, msgs_, n);
-    for (int i = 0; i < n; i++) iovs_[i].iov_len = kSlot;
-    if (!sent) return;
+    iovec got[kBatch];
+    for (int i = 0; i < n; i++) got[i] = {iovs_[i].iov_base, msgs_[i].msg_len};
+    if (!SendDatagrams(r, f, got, n)) return;
   }
   if (!s.queued) {
     s.queued = true;
@@ -772,40 +780,76 @@ void Worker::PumpDatagrams(Relay& r, int f) {
   }
 }
 
-// Sends msgs[0, n) to the drain in order. What it does not take now is
-// copied into the flow's `held`. False once the flow has ended: a drain
-// error, or a datagram too large for the drain (EMSGSIZE), which is dropped
-// after the ones behind it have gone.
-bool Worker::SendDatagrams(Relay& r, int f, mmsghdr* msgs, int n) {
+// Sends datagrams[0, n) to the drain in order. A run of datagrams of one
+// size (its last may be shorter) goes as one UDP GSO send: one trip through
+// the network stack, cut back into the same datagrams before any receiver
+// sees them. A drain that refuses GSO (EINVAL, EIO: no checksum offload, a
+// path MTU below the size) is sent to one datagram at a time from then on.
+// What the drain does not take now is copied into the flow's `held`. False
+// once the flow has ended: a drain error, or a datagram too large for the
+// drain (EMSGSIZE), which is dropped after the ones behind it have gone.
+bool Worker::SendDatagrams(Relay& r, int f, iovec* datagrams, int n) {
   Flow& s = r.flow[f];
   bool too_large = false;
   int at = 0;
   while (at < n) {
-    int sent = sendmmsg(r.Drain(f), msgs + at, n - at, MSG_DONTWAIT);
-    if (sent >= 0) {
-      int64_t bytes = 0;
-      for (int i = at; i < at + sent; i++) bytes += msgs[i].msg_len;
-      s.moved += bytes;
-      s.datagrams += sent;
-      at += sent;
+    int m = 0;
+    for (int i = at; i < n && m < kBatch; m++) {
+      int first = i;
+      size_t size = datagrams[i].iov_len, total = size;
+      for (i++; r.gso && size > 0 && i < n && i - first < kGsoSegments &&
+                datagrams[i].iov_len <= size &&
+                total + datagrams[i].iov_len <= kGsoBytes;
+           i++) {
+        total += datagrams[i].iov_len;
+        if (datagrams[i].iov_len < size) {
+          i++;
+          break;
+        }
+      }
+      sends_[m] = {};
+      msghdr& h = sends_[m].msg_hdr;
+      h.msg_iov = &datagrams[first];
+      h.msg_iovlen = i - first;
+      ends_[m] = i;
+      if (i - first == 1) continue;
+      h.msg_control = controls_[m];
+      h.msg_controllen = sizeof controls_[m];
+      cmsghdr* c = CMSG_FIRSTHDR(&h);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      uint16_t segment = static_cast<uint16_t>(size);
+      std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
+    }
+    int sent = sendmmsg(r.Drain(f), sends_, m, MSG_DONTWAIT);
+    if (sent > 0) {
+      for (int k = 0; k < sent; k++) s.moved += sends_[k].msg_len;
+      s.datagrams += ends_[sent - 1] - at;
+      at = ends_[sent - 1];
       continue;
     }
-    if (errno == EINTR) continue;
-    if (errno == EMSGSIZE) {
+    int error = sent < 0 ? errno : EIO;
+    if (error == EINTR) continue;
+    bool run = sends_[0].msg_hdr.msg_iovlen > 1;
+    if (run && (error == EINVAL || error == EIO || error == EMSGSIZE)) {
+      r.gso = false;
+      continue;
+    }
+    if (error == EMSGSIZE) {
       too_large = true;
       at++;
       continue;
     }
-    if (errno != EAGAIN) {
-      FailDatagrams(r, errno, "sendmmsg");
+    if (error != EAGAIN) {
+      FailDatagrams(r, error, "sendmmsg");
       return false;
     }
     for (int i = at; i < n; i++) {
-      const iovec& iov = msgs[i].msg_hdr.msg_iov[0];
-      const char* data = static_cast<const char*>(iov.iov_base);
-      s.held.insert(s.held.end(), data, data + iov.iov_len);
-      s.held_sizes.push_back(iov.iov_len);
-      s.in_flight += iov.iov_len;
+      const char* data = static_cast<const char*>(datagrams[i].iov_base);
+      s.held.insert(s.held.end(), data, data + datagrams[i].iov_len);
+      s.held_sizes.push_back(datagrams[i].iov_len);
+      s.in_flight += datagrams[i].iov_len;
     }
     break;
   }
@@ -823,17 +867,13 @@ void Worker::SendHeld(Relay& r, int f) {
   s.held.clear();
   s.held_sizes.clear();
   s.in_flight = 0;
-  std::vector<iovec> iov(sizes.size());
-  std::vector<mmsghdr> msgs(sizes.size());
+  std::vector<iovec> datagrams(sizes.size());
   size_t at = 0;
   for (size_t i = 0; i < sizes.size(); i++) {
-    iov[i] = {held.data() + at, sizes[i]};
+    datagrams[i] = {held.data() + at, sizes[i]};
     at += sizes[i];
-    msgs[i] = {};
-    msgs[i].msg_hdr.msg_iov = &iov[i];
-    msgs[i].msg_hdr.msg_iovlen = 1;
   }
-  SendDatagrams(r, f, msgs.data(), static_cast<int>(msgs.size()));
+  SendDatagrams(r, f, datagrams.data(), static_cast<int>(datagrams.size()));
 }
 
 // A socket error (an ICMP port unreachable on a connected socket is

@@ -232,7 +232,7 @@ async function withProxy<T> (name: string, serverPort: number,
   }
 }
 
-function stat (values: number[]): Stat {
+export function stat (values: number[]): Stat {
   const sorted = [...values].sort((a, b) => a - b)
   const mid = sorted.length >> 1
   const median = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
