@@ -33,6 +33,9 @@ describe('sosplice (command line)', () => {
     [['bench', '--connections', '1,x'], /--connections must be a whole number >= 1, not x/],
     [['bench', '--duration=-1'], /--duration must be a number of seconds/],
     [['bench', '--backends', 'pipe,warp'], /--backends: warp is not one of/],
+    [['bench', '--udp', '--backends', 'node-pipe'], /--backends: node-pipe is not one of/],
+    [['bench', '--udp', '--sizes', '64,70000'], /--sizes must be at most 65507, not 70000/],
+    [['bench', '--udp', '--duration', '0'], /--duration must be more than 0 with --udp/],
     [['bench', '--frobnicate'], /Unknown option '--frobnicate'/],
     [['bench', 'extra'], /Unexpected argument 'extra'/]
   ] as const) {
@@ -71,6 +74,24 @@ describe('sosplice (command line)', () => {
       assert.ok(perSecond.median > 0 && p50.median > 0 && p99.median >= p50.median, r.name)
       if (r.name !== 'direct') assert.ok(userPerConnection.median + sysPerConnection.median > 0, `${r.name} used no CPU`)
       for (const run of r.runs) assert.deepEqual(run.errors, {}, `${r.name}: connections failed`)
+    }
+  })
+
+  it('bench --udp --json: every case at every size, with datagrams/s, relay CPU and loss', async function () {
+    if (!compilePeer('udp-peer').peer) this.skip() // no C compiler: it exits 1 and says so
+    const { code, stdout } = await runCli('bench', '--udp', '--json', '--sizes', '64,1400', '--duration', '0.3',
+      '--runs', '1', '--rate', '20000')
+    assert.equal(code, 0)
+    const doc = JSON.parse(stdout)
+    const cases = doc.udp.map((r: { name: string, size: number }) => `${r.name}/${r.size}`)
+    for (const name of [...backends().filter(b => b === 'pipe'), 'userspace', 'node-relay', 'direct']) {
+      for (const size of [64, 1400]) assert.ok(cases.includes(`${name}/${size}`), `${name}/${size} missing`)
+    }
+    for (const r of doc.udp) {
+      const { perSecond, gbits, cpuPerMillion, loss } = r.stats
+      assert.ok(perSecond.median > 0 && gbits.median > 0, `${r.name}: nothing arrived`)
+      assert.ok(loss.median >= 0 && loss.median < 1, `${r.name}: loss ${loss.median}`)
+      if (r.name !== 'direct') assert.ok(cpuPerMillion.median > 0, `${r.name} used no CPU`)
     }
   })
 

@@ -4,6 +4,7 @@ import { once } from 'node:events'
 import net from 'node:net'
 import type { Readable } from 'node:stream'
 import { backends } from '../lib/backends.js'
+import dgram from 'node:dgram'
 import http from 'node:http'
 import { cli, type Digest, digest, receive, runCli, send, stream } from './helpers.js'
 
@@ -105,6 +106,8 @@ describe('sosplice proxy (command line)', () => {
     [['--listen', '0', '--to', '127.0.0.1:8080', '--connect'], /--to and --connect: give one, not both/],
     [['--listen', '0', '--to', '127.0.0.1:8080', '--proxy-protocol', 'v3'], /--proxy-protocol: v1 or v2, not v3/],
     [['--listen', '0', '--connect', '--proxy-protocol', 'v1'], /--proxy-protocol goes with --to/],
+    [['--listen', '0', '--connect', '--udp'], /--udp goes with --to, not --connect/],
+    [['--listen', '0', '--to', '127.0.0.1:53', '--udp', '--splice-after', '1K'], /--udp: --proxy-protocol and --splice-after are for TCP/],
     [['--to', '127.0.0.1:8080'], /--listen \[HOST:\]PORT is required/],
     [['--listen', '0', '--to', '8080'], /--to: expected host:port, not 8080/],
     [['--listen', '0', '--to', '127.0.0.1:70000'], /--to: port 70000 is out of range/],
@@ -211,6 +214,49 @@ describe('sosplice proxy (command line)', () => {
     assert.equal(res.statusCode, 502)
     await proxy.out.match(new RegExp(`^127\\.0\\.0\\.1:\\d+ -> 127\\.0\\.0\\.1:${port} refused \\(502\\) error upstream ECONNREFUSED$`, 'm'))
   })
+
+  for (const backend of backends().filter(b => b !== 'so_splice')) {
+    it(`--udp [${backend}]: five clients at once, 300 datagrams each way each, every one back in order; a line per flow`, async () => {
+      const echo = dgram.createSocket('udp4')
+      echo.bind(0, '127.0.0.1')
+      await once(echo, 'listening')
+      echo.on('message', (m: Buffer, r: dgram.RemoteInfo) => echo.send(m, r.port, r.address))
+      const child = spawn(process.execPath, [cli, 'proxy', '--udp', '--listen', '0', '--to', `127.0.0.1:${echo.address().port}`,
+        '--idle', '300', '--backend', backend], { stdio: ['ignore', 'pipe', 'pipe'] })
+      children.push(child)
+      const out = collect(child.stdout!)
+      const err = collect(child.stderr!)
+      const port = Number((await out.match(new RegExp(`^listening on udp 127\\.0\\.0\\.1:(\\d+) -> 127\\.0\\.0\\.1:\\d+ \\(backend ${backend}\\)$`, 'm')))[1])
+      const clients = await Promise.all(Array.from({ length: 5 }, async () => {
+        const c = dgram.createSocket('udp4')
+        c.bind(0, '127.0.0.1')
+        await once(c, 'listening')
+        return c
+      }))
+      const sent = clients.map((_, i) => Array.from({ length: 300 }, (_, k) => stream(`udp-${i}-${k}`)(100 + k)))
+      const got: Buffer[][] = clients.map(() => [])
+      clients.forEach((c, i) => c.on('message', (m: Buffer) => got[i].push(m)))
+      // Paced: a window of 20 from each, then wait for the echoes.
+      for (let k = 0; k < 300; k += 20) {
+        for (const [i, c] of clients.entries()) for (const d of sent[i].slice(k, k + 20)) c.send(d, port, '127.0.0.1')
+        const want = Math.min(k + 20, 300)
+        for (let t = 0; got.some(g => g.length < want); t++) {
+          if (t > 500) assert.fail(`echoes: ${got.map(g => g.length)} of ${want}`)
+          await new Promise(resolve => setTimeout(resolve, 10))
+        }
+      }
+      got.forEach((g, i) => assert.deepEqual(g.map(digest), sent[i].map(digest), `client ${i}`))
+      const bytes = sent[0].reduce((n, d) => n + d.length, 0)
+      for (const c of clients) {
+        await out.match(new RegExp(`^127\\.0\\.0\\.1:${c.address().port} -> 127\\.0\\.0\\.1:\\d+ up ${bytes} B in 300 datagrams \\(idle\\) ` +
+          `down ${bytes} B in 300 datagrams \\(idle\\) \\d+\\.\\d{3} s$`, 'm'))
+      }
+      child.kill('SIGINT')
+      assert.equal((await once(child, 'close'))[0], 0)
+      assert.match(err.text, /closing: waiting for 0 live flow\(s\) to be idle/)
+      for (const c of [...clients, echo]) c.close()
+    })
+  }
 
   it('an upstream that refuses: the client is closed and the log names ECONNREFUSED; SIGINT exits 0', async () => {
     const port = await freePort()

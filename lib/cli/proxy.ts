@@ -3,6 +3,7 @@ import net from 'node:net'
 import { finished } from 'node:stream'
 import { connectProxy } from '../../examples/connect-proxy.js'
 import { proxyHeader } from '../../examples/proxy-protocol.js'
+import { udpProxy } from './proxy-udp.js'
 import { type BackendName, backends } from '../backends.js'
 import { fail, parseAddress, parseOptions, parseSize, parseWhole } from './args.js'
 import { maxIdle } from '../options.js'
@@ -10,6 +11,7 @@ import { proxy } from '../proxy.js'
 import type { SpliceOptions } from '../splice.js'
 
 export const usage = `Usage: sosplice proxy --listen [HOST:]PORT (--to HOST:PORT | --connect) [options]
+       sosplice proxy --udp --listen [HOST:]PORT --to HOST:PORT [--idle MS] [--max BYTES] [--backend NAME]
 
 Accepts TCP connections on --listen and splices each one, both ways, to a
 new connection to --to. The listening HOST defaults to 127.0.0.1 (loopback
@@ -24,8 +26,13 @@ Options:
   --proxy-protocol v1|v2  with --to: send a PROXY protocol header (HAProxy's,
                         v1 text or v2 binary) with the client's address first
                         (examples/proxy-protocol.ts)
-  --max BYTES           end each direction after this many bytes (K, M, G suffixes)
+  --udp                 relay UDP flows: a flow per client address, its own
+                        socket connected to the client and one to --to,
+                        spliced both ways; --idle ends it (default 30000)
+  --max BYTES           end each direction after this many bytes (K, M, G suffixes;
+                        with --udp never splitting a datagram)
   --idle MS             end a direction after MS milliseconds without a byte
+                        (with --udp: a flow, without a datagram either way)
   --backend NAME        auto (default: ${backends()[0]}) or one of ${backends().join(', ')}
   --splice-after BYTES  copy the first BYTES of each direction in JavaScript, then
                         splice: short connections never pay for a kernel splice
@@ -41,6 +48,8 @@ splice saw it, the direction's (up or down): "error upstream ECONNREFUSED".
 With --connect, TO is the host:port asked for, and a tunnel whose upstream
 cannot be reached is answered 502 and logged as
   CLIENT -> TO refused (502) error upstream CODE
+With --udp, once a flow has ended:
+  CLIENT -> TO up BYTES B in N datagrams (REASON) down BYTES B in N datagrams (REASON) SECONDS s[ error CODE]
 
 Signals: a first SIGINT or SIGTERM closes the listener and lets the live
 connections finish, then exits 0; a second one closes them at once, exit 1.
@@ -83,6 +92,7 @@ export async function main (args: string[]): Promise<number> {
     listen: { type: 'string' },
     to: { type: 'string' },
     connect: { type: 'boolean' },
+    udp: { type: 'boolean' },
     'proxy-protocol': { type: 'string' },
     max: { type: 'string' },
     idle: { type: 'string' },
@@ -98,6 +108,10 @@ export async function main (args: string[]): Promise<number> {
   const header = values['proxy-protocol']
   if (header !== undefined && header !== 'v1' && header !== 'v2') fail(`--proxy-protocol: v1 or v2, not ${header}`)
   if (header !== undefined && !to) fail('--proxy-protocol goes with --to')
+  if (values.udp) {
+    if (!to) fail('--udp goes with --to, not --connect')
+    if (header !== undefined || values['splice-after'] !== undefined) fail('--udp: --proxy-protocol and --splice-after are for TCP')
+  }
   const available: string[] = backends()
   if (values.backend !== 'auto' && !available.includes(values.backend)) {
     fail(`--backend: ${values.backend} is not one of auto, ${available.join(', ')}`)
@@ -108,6 +122,19 @@ export async function main (args: string[]): Promise<number> {
     idle: values.idle === undefined ? undefined : parseWhole('--idle', values.idle, 1, maxIdle),
     spliceAfter: values['splice-after'] === undefined ? undefined : parseSize('--splice-after', values['splice-after'], 0),
     backend
+  }
+
+  if (values.udp) {
+    return udpProxy({
+      listen: { host: listen.host ?? '127.0.0.1', port: listen.port },
+      to: to as { host: string, port: number },
+      max: options.max,
+      idle: options.idle ?? 30_000,
+      // 'auto' lets UDP run on userspace where the kernel splices TCP only.
+      backend: values.backend as BackendName | 'auto',
+      target: hostPort(to!.host, to!.port),
+      hostPort
+    })
   }
 
   const live = new Map<net.Socket, net.Socket>()
