@@ -34,11 +34,12 @@ function nodeGyp () {
   }
 }
 
-/** The line that says what went wrong: a compiler's error or a missing tool, else make's or node-gyp's. */
+/** The line that says what went wrong: a compiler's error or a missing tool, else make's, else node-gyp's. */
 function firstError (output) {
-  const lines = output.split('\n').map(line => line.trim()).filter(line => line && !line.startsWith('gyp info'))
-  return lines.find(line => /\berror:|not found|No such file or directory/i.test(line)) ??
-    lines.find(line => /\berror\b|ERR!/i.test(line)) ?? lines[0] ?? 'no output'
+  const lines = output.split('\n').map(line => line.trim()).filter(Boolean)
+  const tools = lines.filter(line => !line.startsWith('gyp '))
+  return tools.find(line => /\berror:|not found|No such file or directory/i.test(line)) ??
+    tools.find(line => /\berror\b/i.test(line)) ?? lines.find(line => line.includes('ERR!')) ?? lines[0] ?? 'no output'
 }
 
 /** Why compiling gave no addon that loads, or undefined when it gave one. */
