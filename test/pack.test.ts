@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { backends } from '../lib/index.js'
-import { checkProxyReport, exec, install, linkTests, pack, root } from './tarball.js'
+import { checkProxyReport, exec, install, linkTests, noCompiler, pack, root } from './tarball.js'
 
 describe('the packed package', function () {
   this.timeout(300000)
@@ -86,31 +86,59 @@ describe('the packed package', function () {
     })
   })
 
-  it('without a prebuild or a compiler: installs all the same, warns, and runs on userspace (Linux)', async function () {
-    if (process.platform !== 'linux') {
-      this.title += ` (skipped: the warnings checked are Linux's; this is ${process.platform})`
-      this.skip()
-    }
-    const app = path.join(tmp, 'bare')
-    const { stdout, stderr } = await install(await pack(tmp), app)
-    const output = stdout + stderr
-    assert.match(output, new RegExp(`sosplice: WARNING: no native addon for linux-${process.arch}\\.`))
-    assert.match(output, /prebuild: No native build was found for platform=linux/)
-    assert.match(output, /compile: make: .*Error 1/, 'the compile\'s failing line (make\'s, since the compiler is `false`)')
-    assert.match(output, /Only the userspace backend will be available/)
+  describe('without a prebuild or a compiler', () => {
+    let app: string
+    let installed: string
 
-    const loaded = await exec(process.execPath, ['-p', 'JSON.stringify(require("sosplice").backends())'], { cwd: app })
-    assert.deepEqual(JSON.parse(loaded.stdout), ['userspace'])
-    assert.match(loaded.stderr, /\[SOSPLICE_NO_ADDON\] Warning: sosplice: the native addon did not load \(no prebuild, and compiling failed: make: .*Error 1\); only the userspace backend is available/)
+    before(async () => {
+      app = path.join(tmp, 'bare')
+      const { stdout, stderr } = await install(await pack(tmp), app)
+      installed = stdout + stderr
+      linkTests(app)
+    })
 
-    const doctor = await exec(process.execPath, [path.join(app, 'node_modules', '.bin', 'sosplice'), 'doctor'], { cwd: app })
-      .then(() => assert.fail('doctor exits 1 when a kernel backend is missing'), err => err)
-    assert.equal(doctor.code, 1)
-    assert.match(doctor.stdout, /addon: not loaded\nbackends, best first: userspace\n/)
-    assert.match(doctor.stdout, /no pipe: no prebuild \(No native build was found .*\), and compiling failed: make: .*Error 1/)
+    it('Linux: installs all the same, warns at install and at run time, doctor says why, runs on userspace', async function () {
+      if (process.platform !== 'linux') {
+        this.test!.title += ` (skipped: the warnings checked are Linux's; this is ${process.platform})`
+        this.skip()
+      }
+      assert.match(installed, new RegExp(`sosplice: WARNING: no native addon for linux-${process.arch}\\.`))
+      assert.match(installed, /prebuild: No native build was found for platform=linux/)
+      assert.match(installed, /compile: make: .*Error 1/, 'the compile\'s failing line (make\'s, since the compiler is `false`)')
+      assert.match(installed, /Only the userspace backend will be available/)
 
-    linkTests(app)
-    const report = checkProxyReport((await exec(process.execPath, [path.join(app, 'test', 'proxy-check.js'), '4'])).stdout)
-    assert.equal(report.backend, 'userspace')
+      const loaded = await exec(process.execPath, ['-p', 'JSON.stringify(require("sosplice").backends())'], { cwd: app })
+      assert.deepEqual(JSON.parse(loaded.stdout), ['userspace'])
+      assert.match(loaded.stderr, /\[SOSPLICE_NO_ADDON\] Warning: sosplice: the native addon did not load \(no prebuild, and compiling failed: make: .*Error 1\); only the userspace backend is available/)
+
+      const doctor = await exec(process.execPath, [path.join(app, 'node_modules', '.bin', 'sosplice'), 'doctor'], { cwd: app })
+        .then(() => assert.fail('doctor exits 1 when a kernel backend is missing'), err => err)
+      assert.equal(doctor.code, 1)
+      assert.match(doctor.stdout, /addon: not loaded\nbackends, best first: userspace\n/)
+      assert.match(doctor.stdout, /no pipe: no prebuild \(No native build was found .*\), and compiling failed: make: .*Error 1/)
+
+      const report = checkProxyReport((await exec(process.execPath, [path.join(app, 'test', 'proxy-check.js'), '4'])).stdout)
+      assert.equal(report.backend, 'userspace')
+    })
+
+    it('a platform with no kernel path (darwin, faked): compiles nothing, warns of nothing, doctor says why, userspace runs', async () => {
+      const fake = path.join(tmp, 'darwin.js')
+      writeFileSync(fake, "Object.defineProperty(process, 'platform', { value: 'darwin' })\n")
+      const pkg = path.join(app, 'node_modules', 'sosplice')
+      rmSync(path.join(pkg, 'build'), { recursive: true, force: true })
+      const script = await exec(process.execPath, ['-r', fake, path.join(pkg, 'scripts', 'install.js')],
+        { env: { ...process.env, ...noCompiler } })
+      assert.equal(script.stderr, 'sosplice: darwin has no kernel socket splicing; the userspace backend will be used\n')
+      assert.ok(!existsSync(path.join(pkg, 'build')), 'no compile was tried')
+
+      const doctor = await exec(process.execPath, ['-r', fake, path.join(pkg, 'dist', 'lib', 'cli', 'index.js'), 'doctor'])
+      assert.equal(doctor.stderr, '', 'no warning')
+      assert.match(doctor.stdout, /^darwin-\w+, Node v[\d.]+\naddon: not loaded\nbackends, best first: userspace\n/)
+      assert.match(doctor.stdout, /no pipe: pipe is a kernel path of Linux only, not of darwin/)
+      assert.match(doctor.stdout, /no so_splice: so_splice is a kernel path of FreeBSD and OpenBSD only, not of darwin/)
+
+      const report = checkProxyReport((await exec(process.execPath, ['-r', fake, path.join(app, 'test', 'proxy-check.js'), '4'])).stdout)
+      assert.equal(report.backend, 'userspace')
+    })
   })
 })
