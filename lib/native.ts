@@ -1,3 +1,4 @@
+import fs from 'node:fs'
 import path from 'node:path'
 
 // The addon's interface (src/binding.cc). It moves bytes and reports ends;
@@ -69,13 +70,42 @@ export interface NativeBinding {
   identity (fd: number): string
 }
 
+const root = path.join(__dirname, '..', '..')
+
+/** Where the addon gives a kernel backend; elsewhere only userspace exists. */
+export const kernelPlatform = ['linux', 'freebsd', 'openbsd'].includes(process.platform)
+
+/** What scripts/install.js wrote when neither a prebuild nor a compile gave an addon. */
+export interface InstallFailure {
+  target: string
+  node: string
+  /** Why no prebuild loaded. */
+  prebuild: string
+  /** The compile's first error line. */
+  compile: string
+}
+
+export function installFailure (): InstallFailure | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(root, 'build', 'install-error.json'), 'utf8'))
+  } catch {
+    return undefined
+  }
+}
+
 /** Why the addon could not be loaded, when it could not. */
 export let loadError: Error | undefined
 
+/** The file the addon was loaded from, when it was. */
+export let addonPath: string | undefined
+
 function load (): NativeBinding | undefined {
   try {
-    const nodeGypBuild: (dir: string) => NativeBinding = require('node-gyp-build')
-    return nodeGypBuild(path.join(__dirname, '..', '..'))
+    const nodeGypBuild: { path (dir: string): string } = require('node-gyp-build')
+    const file = nodeGypBuild.path(root)
+    const binding: NativeBinding = require(file)
+    addonPath = file
+    return binding
   } catch (err) {
     // No build for this host: the userspace backend still works.
     loadError = err as Error
@@ -84,3 +114,11 @@ function load (): NativeBinding | undefined {
 }
 
 export const native = load()
+
+// Where a kernel backend was expected, running without it is never silent.
+if (!native && kernelPlatform) {
+  const failure = installFailure()
+  const why = failure ? `no prebuild, and compiling failed: ${failure.compile}` : loadError?.message.split('\n')[0]
+  process.emitWarning(`sosplice: the native addon did not load (${why}); only the userspace backend is ` +
+    'available, with no zero-copy splicing. `npx sosplice doctor` tells more.', { code: 'SOSPLICE_NO_ADDON' })
+}

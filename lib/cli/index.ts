@@ -11,7 +11,8 @@ interface Command {
 
 const commands: Record<string, () => Command> = {
   bench: () => require('./bench.js'),
-  proxy: () => require('./proxy.js')
+  proxy: () => require('./proxy.js'),
+  doctor: () => require('./doctor.js')
 }
 
 const usage = `Usage: sosplice <command> [options]
@@ -19,6 +20,7 @@ const usage = `Usage: sosplice <command> [options]
 Commands:
   bench    kernel vs userspace splicing vs Node's pipe(), side by side
   proxy    a TCP proxy that splices every connection
+  doctor   which backends this host has, and why any is missing
 
 sosplice <command> --help tells more.
 `
