@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import dgram from 'node:dgram'
 import { once } from 'node:events'
 import fs from 'node:fs'
 import net from 'node:net'
@@ -71,6 +72,43 @@ describe('setSplice / getSplice on descriptors', function () {
     assert.throws(() => setSplice(fd(r.source), fd(r.source)), { code: 'EINVAL' })
     assert.equal(native!.stats().relays, 0)
     for (const s of [unixClient, unixPeer]) s.destroy()
+    r.destroy()
+  })
+
+  it('UDP descriptors: datagrams whole on pipe (FreeBSD: EPROTONOSUPPORT); an unconnected drain ENOTCONN; TCP with UDP EPROTONOSUPPORT', async () => {
+    const udp = async (peer?: number) => {
+      const s = dgram.createSocket('udp4')
+      s.bind(0, '127.0.0.1')
+      await once(s, 'listening')
+      if (peer) await new Promise<void>(resolve => s.connect(peer, '127.0.0.1', resolve))
+      return s
+    }
+    // Node's dgram handle, to stop Node receiving on the source.
+    const handle = (s: dgram.Socket) => (s as unknown as Record<symbol, { handle: { fd: number, recvStop (): void } }>)[
+      Object.getOwnPropertySymbols(s).find(k => k.description === 'state symbol')!].handle
+    const receiver = await udp()
+    const source = await udp()
+    const drain = await udp(receiver.address().port)
+    const sender = await udp(source.address().port)
+    const r = await rig()
+    assert.throws(() => setSplice(handle(source).fd, handle(receiver).fd), { code: 'ENOTCONN' })
+    assert.throws(() => setSplice(handle(source).fd, fd(r.drain)), { code: 'EPROTONOSUPPORT' })
+    assert.throws(() => setSplice(fd(r.source), handle(drain).fd), { code: 'EPROTONOSUPPORT' })
+    if (native!.backend === 'so_splice') {
+      assert.throws(() => setSplice(handle(source).fd, handle(drain).fd), { code: 'EPROTONOSUPPORT' })
+    } else {
+      handle(source).recvStop()
+      const done = setSplice(handle(source).fd, handle(drain).fd, { max: 1000 })
+      const got: Buffer[] = []
+      receiver.on('message', (m: Buffer) => got.push(m))
+      const datagrams = [stream('fd-udp-1')(300), stream('fd-udp-2')(0), stream('fd-udp-3')(700), stream('fd-udp-4')(1)]
+      for (const d of datagrams) sender.send(d)
+      assert.deepEqual(await within(done, 5000, 'max'), { bytes: 1000, reason: 'max', residual: Buffer.alloc(0) })
+      assert.ok(await eventually(() => got.length === 3))
+      assert.deepEqual(got.map(digest), datagrams.slice(0, 3).map(digest))
+    }
+    assert.ok(await eventually(() => native!.stats().relays === 0))
+    for (const s of [receiver, source, drain, sender]) s.close()
     r.destroy()
   })
 
