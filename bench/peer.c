@@ -9,11 +9,28 @@
 //                                      SECONDS: each sends N bytes,
 //                                      half-closes, reads N bytes back to
 //                                      EOF; prints one JSON line
+//
+// and for `sosplice bench --udp`, in batches of datagrams per system call:
+//
+//   peer udp-recv                      prints its port, counts what arrives
+//                                      until stdin closes, then prints one
+//                                      JSON line
+//   peer udp-send PORT SIZE SECONDS [RATE]
+//                                      sends SIZE-byte datagrams to PORT for
+//                                      SECONDS, as fast as it can or RATE a
+//                                      second; prints one JSON line. Runs of
+//                                      datagrams go as UDP GSO sends
+//                                      (UDP_SEGMENT): the kernel cuts them
+//                                      into datagrams before the receiver,
+//                                      and one trip through the stack per
+//                                      run lets the sender outrun a relay.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <netinet/udp.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -214,10 +231,117 @@ static int client(int port, int slots, double seconds, size_t bytes) {
   return 0;
 }
 
+enum { kBatch = 64, kMaxSize = 65507, kSegments = 64 };
+
+// Socket buffers of 4 MiB each way (the kernel caps them at its rmem_max
+// and wmem_max): the relays get the same, so that a scheduling gap on a
+// small machine is not loss.
+enum { kBuffer = 4 << 20 };
+
+static int udp_socket(void) {
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd < 0) die("socket");
+  int size = kBuffer;
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size) < 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size) < 0)
+    die("setsockopt");
+  struct sockaddr_in a = loopback(0);
+  if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0) die("bind");
+  return fd;
+}
+
+static char buffers[kBatch][kMaxSize];
+
+static void udp_recv(void) {
+  int fd = udp_socket();
+  struct sockaddr_in a;
+  socklen_t len = sizeof a;
+  if (getsockname(fd, (struct sockaddr *)&a, &len) < 0) die("getsockname");
+  printf("%d\n", ntohs(a.sin_port));
+  fflush(stdout);
+  struct iovec iov[kBatch];
+  struct mmsghdr msgs[kBatch];
+  long long datagrams = 0, bytes = 0;
+  struct pollfd fds[2] = {{fd, POLLIN, 0}, {0, POLLIN, 0}};
+  for (;;) {
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      die("poll");
+    }
+    if (fds[1].revents) break;  // stdin closed (or written): report
+    for (int i = 0; i < kBatch; i++) {
+      iov[i] = (struct iovec){buffers[i], kMaxSize};
+      msgs[i] = (struct mmsghdr){.msg_hdr = {.msg_iov = &iov[i], .msg_iovlen = 1}};
+    }
+    int n = recvmmsg(fd, msgs, kBatch, MSG_DONTWAIT, NULL);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n < 0) die("recvmmsg");
+    datagrams += n;
+    for (int i = 0; i < n; i++) bytes += msgs[i].msg_len;
+  }
+  printf("{\"datagrams\":%lld,\"bytes\":%lld}\n", datagrams, bytes);
+}
+
+static void udp_send(int port, size_t size, double seconds, double rate) {
+  int fd = udp_socket();
+  struct sockaddr_in to = loopback(port);
+  if (connect(fd, (struct sockaddr *)&to, sizeof to) < 0) die("connect");
+  // Each send: `run` datagrams of `size` bytes (one, for sizes GSO cannot
+  // take: 0, or a run that would pass the 64 KiB a send can carry).
+  size_t run = size > 0 ? kMaxSize / size : 1;
+  if (run > kSegments) run = kSegments;
+  memset(buffers[0], 0x5a, size * run);
+  struct iovec iov = {buffers[0], size * run};
+  union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+  } control;
+  struct msghdr h = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (run > 1) {
+    h.msg_control = control.buf;
+    h.msg_controllen = sizeof control.buf;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&h);
+    c->cmsg_level = SOL_UDP;
+    c->cmsg_type = UDP_SEGMENT;
+    c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    uint16_t segment = (uint16_t)size;
+    memcpy(CMSG_DATA(c), &segment, sizeof segment);
+  }
+  long long datagrams = 0;
+  double start = now(), end = start + seconds;
+  for (double t = start; t < end; t = now()) {
+    // Paced: no more than `rate` a second so far.
+    if (rate > 0 && datagrams >= (t - start) * rate) continue;
+    ssize_t n = sendmsg(fd, &h, 0);
+    // The local send queue full, or an ICMP error from a relay not there yet.
+    if (n < 0 && (errno == EAGAIN || errno == ENOBUFS || errno == EINTR ||
+                  errno == ECONNREFUSED))
+      continue;
+    if (n < 0) die("sendmsg");
+    datagrams += run;
+  }
+  printf("{\"datagrams\":%lld,\"bytes\":%lld,\"seconds\":%f}\n", datagrams,
+         datagrams * (long long)size, now() - start);
+}
+
 int main(int argc, char **argv) {
   if (argc == 2 && !strcmp(argv[1], "echo")) return echo();
   if (argc == 6 && !strcmp(argv[1], "client"))
     return client(atoi(argv[2]), atoi(argv[3]), atof(argv[4]), strtoul(argv[5], NULL, 10));
-  fprintf(stderr, "usage: peer echo | peer client PORT SLOTS SECONDS BYTES\n");
+  if (argc == 2 && !strcmp(argv[1], "udp-recv")) {
+    udp_recv();
+    return 0;
+  }
+  if ((argc == 5 || argc == 6) && !strcmp(argv[1], "udp-send")) {
+    int size = atoi(argv[3]);
+    if (size < 0 || size > kMaxSize) {
+      fprintf(stderr, "peer: size %d is out of range 0-%d\n", size, kMaxSize);
+      return 2;
+    }
+    udp_send(atoi(argv[2]), (size_t)size, atof(argv[4]), argc == 6 ? atof(argv[5]) : 0);
+    return 0;
+  }
+  fprintf(stderr, "usage: peer echo | peer client PORT SLOTS SECONDS BYTES | peer udp-recv |\n"
+                  "       peer udp-send PORT SIZE SECONDS [RATE]\n");
   return 2;
 }

@@ -1,6 +1,7 @@
 import dgram from 'node:dgram'
 import util from 'node:util'
 import type { Backend } from './backends.js'
+import { checkFree, Claim } from './claim.js'
 import { invalidArgValue, systemError } from './errors.js'
 import { Flag, type NativeHandle, Reason } from './native.js'
 import type { RelayOptions } from './options.js'
@@ -77,10 +78,6 @@ export class DatagramFlow {
   constructor (readonly index: 0 | 1, readonly source: dgram.Socket, readonly drain: dgram.Socket) {}
 }
 
-// One relay per source and one per drain.
-const sources = new Set<dgram.Socket>()
-const drains = new Set<dgram.Socket>()
-
 export class DatagramRelay {
   readonly flows: DatagramFlow[]
   readonly #sockets: [dgram.Socket, dgram.Socket]
@@ -91,9 +88,7 @@ export class DatagramRelay {
   #ended = false
   readonly #onFlowEnd: (flow: DatagramFlow) => void
   readonly #onDone: (flows: DatagramFlow[]) => void
-  readonly #onClose = () => this.stop(Reason.Close)
-  readonly #onError = (error: Error) => this.stop(Reason.Error, error)
-  readonly #onAbort = () => this.stop(Reason.Unsplice)
+  #claim?: Claim
 
   /** Checked sockets (checkDatagramPair) and a datagramBackend in `options`. */
   constructor (a: dgram.Socket, b: dgram.Socket, both: boolean, options: RelayOptions,
@@ -104,19 +99,15 @@ export class DatagramRelay {
     this.#onDone = onDone
     this.flows = [new DatagramFlow(0, a, b)]
     if (both) this.flows.push(new DatagramFlow(1, b, a))
-    for (const f of this.flows) {
-      if (sources.has(f.source)) throw systemError('EBUSY', 'splice', 'the source is already spliced')
-      if (drains.has(f.drain)) throw systemError('EBUSY', 'splice', 'the drain is already spliced to')
-    }
+    checkFree(this.flows)
     if (options.signal?.aborted) {
       // Aborted before it began: nothing moves.
-      this.#claim()
+      this.#take()
       for (const f of this.flows) this.#finish(f, { bytes: 0, datagrams: 0, reason: Reason.Unsplice })
       return
     }
     if (options.backend.native) this.#start()
-    this.#claim()
-    options.signal?.addEventListener('abort', this.#onAbort, { once: true })
+    this.#take()
     if (!options.backend.native) this.#copy()
   }
 
@@ -205,31 +196,19 @@ export class DatagramRelay {
     if (f.end) return
     f.end = end
     f.copy?.detach()
-    sources.delete(f.source)
-    drains.delete(f.drain)
+    this.#claim?.free(f)
     const done = this.flows.every(g => g.end)
     if (done) {
       this.#ended = true
-      for (const socket of this.#sockets) {
-        socket.off('close', this.#onClose)
-        socket.off('error', this.#onError)
-      }
-      this.#options.signal?.removeEventListener('abort', this.#onAbort)
+      this.#claim?.end()
       this.#release()
     }
     this.#onFlowEnd(f)
     if (done) this.#onDone(this.flows)
   }
 
-  #claim () {
-    for (const f of this.flows) {
-      sources.add(f.source)
-      drains.add(f.drain)
-    }
-    for (const socket of this.#sockets) {
-      socket.on('close', this.#onClose)
-      socket.on('error', this.#onError)
-    }
+  #take () {
+    this.#claim = new Claim(this.flows, this.#sockets, this.#options.signal, (reason, error) => this.stop(reason, error))
   }
 }
 

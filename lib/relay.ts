@@ -1,6 +1,6 @@
 import type net from 'node:net'
+import { checkFree, Claim } from './claim.js'
 import { Copy } from './copy.js'
-import { systemError } from './errors.js'
 import { fdOf, type Hold, holdReading, keepTimeoutsAlive, restoreFlowing, takeBuffered, writeFlushed } from './handover.js'
 import { Flag, type NativeBinding, type NativeHandle, Reason } from './native.js'
 import type { RelayOptions } from './options.js'
@@ -36,12 +36,6 @@ export class Flow {
 
 type Phase = 'connecting' | 'copying' | 'handover' | 'kernel' | 'ended'
 
-// One source per drain and one drain per source, as the kernels enforce.
-// Sets, not WeakSets: a relay ends when its sockets close, and weak
-// collections cost the garbage collector on every connection.
-const sources = new Set<net.Socket>()
-const drains = new Set<net.Socket>()
-
 // Refused for want of resources, or for a socket state JavaScript cannot
 // see: the flows go on in JavaScript (Go's `handled == false`).
 const fallbackCodes = new Set(['EMFILE', 'ENFILE', 'ENOMEM', 'EAGAIN', 'ENOTCONN'])
@@ -73,9 +67,7 @@ export class Relay {
   #stopTimeouts = () => {}
   readonly #onFlowEnd: (flow: Flow) => void
   readonly #onDone: (flows: Flow[]) => void
-  readonly #onClose = () => this.stop(Reason.Close)
-  readonly #onError = (error: Error) => this.stop(Reason.Error, error)
-  readonly #onAbort = () => this.stop(Reason.Unsplice)
+  #claim?: Claim
 
   /**
    * Starts moving `a` into `b`, and `b` into `a` when `both`. Throws at once
@@ -90,26 +82,22 @@ export class Relay {
     this.#onDone = onDone
     this.flows = [new Flow(0, a, b, a.readableFlowing)]
     if (both) this.flows.push(new Flow(1, b, a, b.readableFlowing))
-    for (const f of this.flows) {
-      if (sources.has(f.source)) throw systemError('EBUSY', 'splice', 'the source is already spliced')
-      if (drains.has(f.drain)) throw systemError('EBUSY', 'splice', 'the drain is already spliced to')
-    }
+    checkFree(this.flows)
     // The kernel cannot honour a cork, so no backend does: bytes go out as they come.
     for (const f of this.flows) while (f.drain.writableCorked > 0) f.drain.uncork()
     if (options.signal?.aborted) {
       // Aborted before it began: nothing moves.
-      this.#claim()
+      this.#take()
       this.#endAll(Reason.Unsplice)
       return
     }
     let connecting = Number(a.connecting) + Number(b.connecting)
     if (connecting === 0) {
       this.#begin()
-      this.#claim()
-      this.#listen(options.signal)
+      this.#take()
       return
     }
-    this.#claim()
+    this.#take()
     // Bytes move once both are connected: a listener each, no promise.
     const onConnect = () => {
       if (--connecting > 0 || this.#phase !== 'connecting') return
@@ -122,12 +110,6 @@ export class Relay {
       }
     }
     for (const socket of this.#sockets) if (socket.connecting) socket.once('connect', onConnect)
-    this.#listen(options.signal)
-  }
-
-  /** The signal's abort unsplices. */
-  #listen (signal: AbortSignal | undefined) {
-    signal?.addEventListener('abort', this.#onAbort, { once: true })
   }
 
   /** Bytes flow `index` has moved so far (the final count once ended). */
@@ -293,8 +275,7 @@ export class Relay {
     } else if (!f.source.destroyed) {
       restoreFlowing(f.source, f.flowing)
     }
-    sources.delete(f.source)
-    drains.delete(f.drain)
+    this.#claim?.free(f)
     if (end.reason === Reason.Eof && this.#options.end && !f.drain.destroyed) f.drain.end()
     const done = this.flows.every(g => g.end)
     if (done) {
@@ -302,25 +283,14 @@ export class Relay {
       clearTimeout(this.#flushIdle)
       this.#stopTimeouts()
       this.#count()
-      for (const socket of this.#sockets) {
-        socket.off('close', this.#onClose)
-        socket.off('error', this.#onError)
-      }
-      this.#options.signal?.removeEventListener('abort', this.#onAbort)
+      this.#claim?.end()
     }
     this.#onFlowEnd(f)
     if (done) this.#onDone(this.flows)
   }
 
-  #claim () {
-    for (const f of this.flows) {
-      sources.add(f.source)
-      drains.add(f.drain)
-    }
-    for (const socket of this.#sockets) {
-      socket.on('close', this.#onClose)
-      socket.on('error', this.#onError)
-    }
+  #take () {
+    this.#claim = new Claim(this.flows, this.#sockets, this.#options.signal, (reason, error) => this.stop(reason, error))
   }
 
   #count () {

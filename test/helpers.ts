@@ -167,9 +167,23 @@ export async function assertNoLeaks (before: number): Promise<void> {
     const held = fs.readdirSync('/proc/self/fd').map(fd => {
       try { return fs.readlinkSync(`/proc/self/fd/${fd}`) } catch { return '?' }
     })
-    throw new Error(`${openFds()} descriptors open, ${before} before: ${held.join(' ')}`)
+    throw new Error(`${openFds()} descriptors open, ${before} before: ${held.map(describeSocket).join(' ')}` +
+      (native ? `; ${native.stats().relays} relays live` : ''))
   }
   if (native) assert.equal(native.stats().relays, 0)
+}
+
+/** socket:[inode] with what /proc/net says of it (protocol, addresses in hex, state), to tell a leak apart. */
+function describeSocket (link: string): string {
+  const inode = /^socket:\[(\d+)\]$/.exec(link)?.[1]
+  if (!inode) return link
+  for (const table of ['tcp', 'tcp6', 'udp', 'udp6', 'unix']) {
+    let text = ''
+    try { text = fs.readFileSync(`/proc/net/${table}`, 'utf8') } catch { continue }
+    const line = text.split('\n').find(l => l.trim().split(/\s+/)[table === 'unix' ? 6 : 9] === inode)
+    if (line) return `${link}(${table} ${line.trim().split(/\s+/).slice(1, 4).join(' ')})`
+  }
+  return link
 }
 
 export function sleep (ms: number): Promise<void> {

@@ -42,6 +42,13 @@ function missing (...commands: [string, string][]): string {
 // .ci/run installs both from Debian's packages.
 const noTls = missing(['curl', '--version'], ['openssl', 'version'])
 
+/** A self-signed certificate for `names`, made by openssl: key.pem and cert.pem in `dir`. */
+function certificate (dir: string, names: string[]): void {
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', `/CN=${names[0]}`,
+    '-addext', `subjectAltName=${names.map(n => `DNS:${n}`).join(',')}`,
+    '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')], { stdio: 'ignore', env })
+}
+
 async function listen (server: net.Server, host = '127.0.0.1'): Promise<number> {
   server.listen(0, host)
   await once(server, 'listening')
@@ -67,9 +74,7 @@ describe('recipe: a CONNECT proxy (examples/connect-proxy.ts)', () => {
   it(`curl -p -x reaches a local HTTPS server through it: 1 MiB up, 2 MiB down, every byte${noTls ? ` (skipped: no ${noTls})` : ''}`, async function () {
     if (noTls) this.skip()
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sosplice-connect-'))
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost',
-      '-addext', 'subjectAltName=DNS:localhost', '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')],
-    { stdio: 'ignore', env })
+    certificate(dir, ['localhost'])
     const upload = stream('connect-up')(MiB)
     const download = stream('connect-down')(2 * MiB)
     fs.writeFileSync(path.join(dir, 'up.bin'), upload)
@@ -295,9 +300,7 @@ describe('recipe: a TLS passthrough router by SNI (examples/sni-router.ts)', fun
   before(async function () {
     if (noTls) return
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sosplice-sni-'))
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=a.test',
-      '-addext', 'subjectAltName=DNS:a.test,DNS:b.test', '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')],
-    { stdio: 'ignore', env })
+    certificate(dir, ['a.test', 'b.test'])
     fs.writeFileSync(path.join(dir, 'up.bin'), upload)
     const routes = new Map<string, { host: string, port: number }>()
     for (const name of ['a', 'b'] as const) {

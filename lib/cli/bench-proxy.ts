@@ -1,13 +1,12 @@
 import { once } from 'node:events'
 import net from 'node:net'
 import { parseSize } from './args.js'
+import { serve } from './bench-child.js'
 import { proxy } from '../proxy.js'
 
-// The proxy under test, in a process of its own so that its CPU time is
-// measured apart from the peers'. Started by bench.ts with the case and the
-// receiving peer's port. IPC: it sends {port} once listening; 'begin' starts
-// the CPU count (answered with {}), 'end' answers {cpu} since 'begin'.
-// Before it listens it warms its own code up (warmUp).
+// The proxy under test, in a process of its own (bench-child.ts). Started
+// by bench-runner.ts with the case and the receiving peer's port. Before it
+// listens it warms its own code up (warmUp).
 // A case named BACKEND-after-SIZE copies SIZE bytes in JavaScript first;
 // `default` is proxy() with no options.
 
@@ -67,14 +66,4 @@ async function warmUp (count: number): Promise<void> {
   echo.close()
 }
 
-let begun: NodeJS.CpuUsage | undefined
-process.on('message', message => {
-  if (message === 'begin') {
-    begun = process.cpuUsage()
-    process.send!({})
-  } else if (message === 'end') {
-    process.send!({ cpu: process.cpuUsage(begun) })
-  }
-})
-process.on('disconnect', () => process.exit(0))
-warmUp(1000).then(() => listen(proxyTo(Number(targetPort)))).then(port => process.send!({ port }))
+serve(warmUp(1000).then(() => listen(proxyTo(Number(targetPort)))))

@@ -1,17 +1,16 @@
 import dgram from 'node:dgram'
 import { once } from 'node:events'
 import { splice } from '../splice.js'
+import { serve } from './bench-child.js'
 
-// The UDP relay under test, in a process of its own so that its CPU time is
-// measured apart from the peers'. Started by bench-udp.ts with the case and
-// the receiving peer's port; IPC as bench-proxy.ts: {port} once bound,
-// 'begin' starts the CPU count (answered with {}), 'end' answers {cpu}.
+// The UDP relay under test, in a process of its own (bench-child.ts).
+// Started by bench-udp.ts with the case and the receiving peer's port.
 // `node-relay` is what users write today: 'message' into send().
 
 const [name, targetPort] = process.argv.slice(2)
 
 async function relay (): Promise<number> {
-  // The peers' socket buffers (bench/udp-peer.c): 4 MiB, capped by the kernel.
+  // The peers' socket buffers (bench/peer.c): 4 MiB, capped by the kernel.
   const buffers = { recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 }
   const source = dgram.createSocket({ type: 'udp4', ...buffers })
   const drain = dgram.createSocket({ type: 'udp4', ...buffers })
@@ -26,14 +25,4 @@ async function relay (): Promise<number> {
   return source.address().port
 }
 
-let begun: NodeJS.CpuUsage | undefined
-process.on('message', message => {
-  if (message === 'begin') {
-    begun = process.cpuUsage()
-    process.send!({})
-  } else if (message === 'end') {
-    process.send!({ cpu: process.cpuUsage(begun) })
-  }
-})
-process.on('disconnect', () => process.exit(0))
-relay().then(port => process.send!({ port }))
+serve(relay())

@@ -36,7 +36,7 @@ export interface UdpBenchOptions {
   rate: number
   runs: number
   cases: string[]
-  /** The compiled bench/udp-peer.c. */
+  /** The compiled bench/peer.c. */
   peer: string
   progress?: (message: string) => void
 }
@@ -61,7 +61,7 @@ export async function benchUdp (options: UdpBenchOptions): Promise<UdpResult[]> 
 }
 
 async function udpRun (name: string, size: number, duration: number, rate: number, peer: string): Promise<UdpRun> {
-  const receiver = spawn(peer, ['recv'], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const receiver = spawn(peer, ['udp-recv'], { stdio: ['pipe', 'pipe', 'inherit'] })
   let relay: ChildProcess | undefined
   try {
     const lines = readline.createInterface({ input: receiver.stdout! })[Symbol.asyncIterator]()
@@ -73,7 +73,7 @@ async function udpRun (name: string, size: number, duration: number, rate: numbe
       relay.send('begin')
       await once(relay, 'message')
     }
-    const { stdout } = await promisify(execFile)(peer, ['send', String(port), String(size), String(duration), String(rate)])
+    const { stdout } = await promisify(execFile)(peer, ['udp-send', String(port), String(size), String(duration), String(rate)])
     const sent = JSON.parse(stdout) as { datagrams: number, bytes: number, seconds: number }
     // What is still on its way arrives within this.
     await new Promise(resolve => setTimeout(resolve, 200))

@@ -42,7 +42,7 @@ Options:
   --splice-after BYTES  adds the staged cases, with this threshold (default: none)
   --backends LIST       comma-separated cases (default: ${cases(0).join(',')})
   --udp                 UDP relays instead (splice() of two UDP sockets): for each
-                        of --sizes, a C sender (bench/udp-peer.c) sends datagrams
+                        of --sizes, a C sender (bench/peer.c) sends datagrams
                         as fast as it can for --duration seconds (default 2
                         here) through the relay to a C receiver; datagrams/s,
                         Gbit/s, relay CPU per million datagrams and loss, for
@@ -131,7 +131,7 @@ async function udp (values: { sizes: string, rate: string, duration?: string, ru
   const sizes = values.sizes.split(',').map(s => parseWhole('--sizes', s, 0, 65507))
   const duration = parseDuration(values.duration ?? '2')
   if (duration === 0) fail('--duration must be more than 0 with --udp')
-  const { peer, why } = compilePeer('udp-peer')
+  const { peer, why } = compilePeer()
   if (!peer) {
     process.stderr.write(`sosplice bench: --udp needs its C peers, which did not build: ${why}\n`)
     return 1
