@@ -8,11 +8,11 @@ import { checkProxyReport, exec, install, linkTests, pack, root } from './tarbal
 // `npm run test:node-versions`: the packed tarball (with this host's
 // prebuild) on every Node major that `engines` admits, each binary from the
 // node-linux-<arch> package of the npm registry. Each installs it without a
-// compiler, proxies bytes, and runs the transfer, endings and errors tests
+// compiler, proxies bytes, and runs the transfer, endings, errors and UDP tests
 // against the install.
 
 const majors = [20, 22, 24]
-const suites = ['transfer', 'endings', 'errors']
+const suites = ['transfer', 'endings', 'errors', 'udp']
 
 describe('the packed package on each supported Node', function () {
   this.timeout(600000)
