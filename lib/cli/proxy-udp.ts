@@ -1,7 +1,6 @@
 import dgram from 'node:dgram'
 import { once } from 'node:events'
-import { type BackendName, pickBackend } from '../backends.js'
-import { datagramBackend } from '../datagram.js'
+import type { BackendName } from '../backends.js'
 import { proxy, type ProxyResult } from '../proxy.js'
 
 // `sosplice proxy --udp`: a UDP relay of flows. The listening socket only
@@ -17,7 +16,8 @@ export interface UdpProxyOptions {
   max?: number
   /** ms without a datagram either way that end a flow. */
   idle: number
-  backend: BackendName | 'auto'
+  /** Checked for UDP (datagramBackend). */
+  backend: BackendName
   /** host:port, for the log. */
   target: string
   hostPort: (host: string, port: number) => string
@@ -50,6 +50,7 @@ export async function udpProxy (o: UdpProxyOptions): Promise<number> {
     const key = o.hostPort(rinfo.address, rinfo.port)
     let flow = flows.get(key)
     if (!flow) {
+      if (closing) return
       flow = new Flow(key, listener, rinfo, dispatch, o, line => {
         flows.delete(key)
         process.stdout.write(line)
@@ -60,8 +61,7 @@ export async function udpProxy (o: UdpProxyOptions): Promise<number> {
     flow.forward(msg)
   }
   listener.on('message', dispatch)
-  const backend = datagramBackend(pickBackend(o.backend), undefined).name
-  process.stdout.write(`listening on udp ${o.hostPort(bound.address, bound.port)} -> ${o.target} (backend ${backend})\n`)
+  process.stdout.write(`listening on udp ${o.hostPort(bound.address, bound.port)} -> ${o.target} (backend ${o.backend})\n`)
 
   let signals = 0
   const onSignal = (signal: NodeJS.Signals) => {
