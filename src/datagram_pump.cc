@@ -124,8 +124,9 @@ int DatagramPump::Send(int drain, DatagramQueue& q, std::atomic<int64_t>& moved,
       int first = i++;
 #ifdef UDP_SEGMENT
       size_t size = datagrams[first].iov_len, total = size;
+      // An empty datagram is never a segment: GSO would lose it.
       for (; q.gso && size > 0 && i < n && i - first < kGsoSegments &&
-             datagrams[i].iov_len <= size &&
+             datagrams[i].iov_len > 0 && datagrams[i].iov_len <= size &&
              total + datagrams[i].iov_len <= kGsoBytes;
            i++) {
         total += datagrams[i].iov_len;
