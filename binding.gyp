@@ -11,8 +11,9 @@
       "CLANG_CXX_LANGUAGE_STANDARD": "c++17"
     },
     "conditions": [
-      ["OS == 'linux'", { "sources": ["src/splice_linux.cc"] }],
-      ["OS == 'openbsd' or OS == 'freebsd'", { "sources": ["src/splice_bsd.cc", "src/bsd_end.cc"] }]
+      ["OS == 'linux'", { "sources": ["src/splice_linux.cc", "src/datagram_pump.cc"] }],
+      ["OS == 'openbsd' or OS == 'freebsd'", { "sources": ["src/splice_bsd.cc", "src/bsd_end.cc"] }],
+      ["OS == 'freebsd'", { "sources": ["src/datagram_pump.cc"] }]
     ]
   }]
 }

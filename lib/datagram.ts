@@ -60,14 +60,14 @@ export function checkDatagramPair (source: unknown, drain: unknown, both: boolea
   }
 }
 
-/** The backend for UDP: the Linux engine, or userspace (FreeBSD splices only TCP). */
+/** The backend for UDP: the native engine where it relays UDP (Linux, FreeBSD), else userspace (OpenBSD). */
 export function datagramBackend (backend: Backend, spliceAfter: number | undefined): Backend {
   if (spliceAfter !== undefined) {
     throw invalidArgValue('options.spliceAfter', 'applies to TCP only: a UDP relay has no JavaScript phase', spliceAfter)
   }
-  if (!backend.native || backend.native.backend === 'pipe') return backend
+  if (!backend.native || backend.native.datagrams) return backend
   if (backend.auto) return { name: 'userspace', auto: true }
-  throw systemError('EPROTONOSUPPORT', 'splice', `backend ${backend.name} splices TCP only; UDP runs on userspace here`)
+  throw systemError('EPROTONOSUPPORT', 'splice', `backend ${backend.name} relays TCP only on this host; UDP runs on userspace here`)
 }
 
 /** One direction: `source` into `drain`. */

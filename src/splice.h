@@ -89,6 +89,9 @@ struct Stats {
 
 std::unique_ptr<Engine, void (*)(Engine*)> CreateEngine();
 const char* BackendName();
+// Whether Start takes UDP sockets: Linux and FreeBSD pump datagrams in the
+// engine; OpenBSD's engine refuses them (EPROTONOSUPPORT).
+bool DatagramRelays();
 
 // Validates the descriptors and duplicates them (one duplicate per socket);
 // moves nothing until Run(). On failure returns null and fills *err; nothing

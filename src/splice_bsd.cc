@@ -2,8 +2,12 @@
 // bytes (setsockopt SO_SPLICE); this file sets the option, watches for the
 // end and finds its reason (bsd_end.cc decides it). Written from
 // setsockopt(2) and the kernels' sys/kern/uipc_socket.c; compiled only where
-// SO_SPLICE exists.
+// SO_SPLICE exists. FreeBSD splices TCP only: there UDP relays are pumped
+// by this engine's thread (datagram_pump.cc).
 #include "bsd_end.h"
+#ifdef __FreeBSD__
+#include "datagram_pump.h"
+#endif
 #include "posix.h"
 #include "splice.h"
 
@@ -34,8 +38,10 @@ namespace {
 
 #ifdef __OpenBSD__
 constexpr Kernel kKernel = Kernel::kOpenBSD;
+constexpr bool kDatagrams = false;
 #else
 constexpr Kernel kKernel = Kernel::kFreeBSD;
+constexpr bool kDatagrams = true;  // UDP relays, pumped here
 #endif
 
 // FreeBSD records no end reason and its sp_idle is a lifetime limit: idle,
@@ -60,9 +66,11 @@ class Splice {
   Options options;
   std::shared_ptr<Relay> relay;  // until it has ended: its ends go there
   Engine* engine = nullptr;
+  bool datagram = false;  // FreeBSD UDP: pumped by the engine, not spliced
   // Worker thread only.
   bool ended = false;
-  bool awaiting_room = false;  // spliced again once the drain has room
+  bool awaiting_room = false;  // spliced again (or pumped) once the drain has room
+  Reason stopping = static_cast<Reason>(0);  // datagrams: take no more, then end so
   int64_t last_count = 0;     // the count when last read
   int64_t last_move = 0;
   int64_t last_sweep_count = -1;
@@ -72,6 +80,10 @@ class Splice {
   bool spliced = false;  // the kernel's count is the current splice's
   int64_t base = 0;      // moved by the earlier splices of this flow
   std::atomic<int64_t> bytes{0};  // final, once ended
+#ifdef __FreeBSD__
+  DatagramQueue queue;
+  std::atomic<int64_t> moved{0};  // datagram bytes sent, read live
+#endif
 };
 
 class Engine {
@@ -93,7 +105,16 @@ class Engine {
   bool Fold(Splice& s);
   void End(Splice& s, Reason asked);
   void Tick(int64_t now);
-  void Finish(Splice& s, Reason reason, int error);
+  void Finish(Splice& s, Reason reason, int error,
+              const char* syscall = "setsockopt");
+#ifdef __FreeBSD__
+  void PumpDatagrams(Splice& s);
+  void DatagramEvent(Splice& s, const struct kevent& ev);
+  void StopDatagrams(Splice& s, Reason reason);
+  void FailDatagrams(Splice& s, int error, const char* syscall);
+
+  DatagramPump pump_;
+#endif
 
   int kq_ = -1;
   int wake_[2] = {-1, -1};
@@ -170,8 +191,9 @@ int DrainError(int drain) {
 }
 
 // What can be known of a socket without splicing it: the kernel's own
-// refusals, at once (SPEC section 1).
-bool CheckSocket(int fd, SocketId* id, SysError* err) {
+// refusals, at once (SPEC section 1). A datagram socket (FreeBSD) need be
+// connected only to be a drain: a source receives from anyone.
+bool CheckSocket(int fd, bool drain, SocketId* id, int* type, SysError* err) {
   if (!IdentifySocket(fd, id, err)) {
     if (err->error == ENOTSOCK) err->syscall = "setsockopt";
     return false;
@@ -185,8 +207,7 @@ bool CheckSocket(int fd, SocketId* id, SysError* err) {
     *err = {kKernel == Kernel::kOpenBSD ? EOPNOTSUPP : EINVAL, "setsockopt"};
     return false;
   }
-  int type = 0;
-  if (int e = IntOption(fd, SO_TYPE, &type)) {
+  if (int e = IntOption(fd, SO_TYPE, type)) {
     *err = {e, "getsockopt"};
     return false;
   }
@@ -195,8 +216,10 @@ bool CheckSocket(int fd, SocketId* id, SysError* err) {
     *err = {e, "getsockopt"};
     return false;
   }
-  // FreeBSD splices TCP only; OpenBSD TCP or UDP (this package passes TCP).
-  if (type != SOCK_STREAM || protocol != IPPROTO_TCP) {
+  // FreeBSD splices TCP and pumps UDP; OpenBSD's kernel splices UDP too,
+  // but that path is not wired to this engine.
+  bool udp = kDatagrams && *type == SOCK_DGRAM && protocol == IPPROTO_UDP;
+  if (!udp && (*type != SOCK_STREAM || protocol != IPPROTO_TCP)) {
     *err = {EPROTONOSUPPORT, "setsockopt"};
     return false;
   }
@@ -204,7 +227,7 @@ bool CheckSocket(int fd, SocketId* id, SysError* err) {
   socklen_t len = sizeof peer;
   if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) < 0) {
     *err = {errno == EINVAL ? ENOTCONN : errno, "setsockopt"};
-    return false;
+    return udp && !drain && err->error == ENOTCONN;
   }
   return true;
 }
@@ -285,6 +308,12 @@ void Engine::Loop() {
       auto* s = static_cast<Splice*>(events[i].udata);
       if (s != nullptr) {
         if (s->ended) continue;
+#ifdef __FreeBSD__
+        if (s->datagram) {
+          DatagramEvent(*s, events[i]);
+          continue;
+        }
+#endif
         if (events[i].filter == EVFILT_READ) {
           // While spliced the source never turns readable: when it does,
           // the splice has ended (data, EOF or an error are waiting).
@@ -309,10 +338,14 @@ void Engine::Loop() {
       for (auto& [s, stop] : inbox) {
         if (s->ended) continue;
         if (stop != 0) {
-          if (splices_.count(s.get()))
-            End(*s, stop);
-          else
+          if (!splices_.count(s.get()))
             Finish(*s, stop, 0);
+#ifdef __FreeBSD__
+          else if (s->datagram)
+            StopDatagrams(*s, stop);
+#endif
+          else
+            End(*s, stop);
           continue;
         }
         splices_[s.get()] = s;
@@ -329,6 +362,12 @@ void Engine::Loop() {
 // for the end.
 void Engine::Begin(Splice& s) {
   s.awaiting_room = false;
+#ifdef __FreeBSD__
+  if (s.datagram) {
+    if (int error = Register(s, false)) return Finish(s, kError, error, "kevent");
+    return PumpDatagrams(s);  // datagrams may be waiting already
+  }
+#endif
   int64_t max = s.options.max > 0 ? s.options.max - s.base : 0;
   if (int error = SetSplice(s.source, s.drain, max, s.options.idle_ms))
     return Finish(s, kError, error);
@@ -421,6 +460,16 @@ void Engine::Tick(int64_t now) {
     if (sweep || s->options.idle_ms > 0 || s->options.max > 0) all.push_back(ptr);
   for (Splice* s : all) {
     if (s->ended) continue;
+#ifdef __FreeBSD__
+    // A datagram relay has only idle to time; an unsplice waiting for the
+    // drain to take what is held is not idle.
+    if (s->datagram) {
+      if (s->options.idle_ms > 0 && s->stopping == 0 &&
+          now - s->last_move >= s->options.idle_ms)
+        StopDatagrams(*s, kIdle);
+      continue;
+    }
+#endif
     // Waiting for a drain that does not read is inactivity too.
     if (s->awaiting_room) {
       if (s->options.idle_ms > 0 && now - s->last_move >= s->options.idle_ms)
@@ -456,7 +505,7 @@ void Engine::Tick(int64_t now) {
   }
 }
 
-void Engine::Finish(Splice& s, Reason reason, int error) {
+void Engine::Finish(Splice& s, Reason reason, int error, const char* syscall) {
   if (s.ended) return;
   if (reason == kEof && s.options.end && shutdown(s.drain, SHUT_WR) < 0 &&
       errno != ENOTCONN) {
@@ -464,6 +513,13 @@ void Engine::Finish(Splice& s, Reason reason, int error) {
     error = errno;
   }
   s.ended = true;
+  Result result;
+#ifdef __FreeBSD__
+  if (s.datagram) {
+    s.base = s.moved;
+    result.datagrams = s.queue.datagrams;
+  }
+#endif
   {
     // Closing our duplicates drops their kqueue registrations with them.
     std::lock_guard<std::mutex> lock(s.mutex);
@@ -479,12 +535,11 @@ void Engine::Finish(Splice& s, Reason reason, int error) {
     splices_.erase(it);
   }
   live--;
-  Result result;
   result.flow = s.index;
   result.bytes = s.base;
   result.reason = reason;
   result.error = error;
-  result.syscall = reason == kError ? "setsockopt" : "";
+  result.syscall = reason == kError ? syscall : "";
   // The relay and its splices hold each other until every flow has ended.
   std::shared_ptr<Relay> relay = std::move(s.relay);
   bool last = --relay->live == 0;
@@ -496,17 +551,90 @@ void Engine::Finish(Splice& s, Reason reason, int error) {
   }
 }
 
+#ifdef __FreeBSD__
+// UDP (datagram_pump.cc). What the drain does not take at once is held and
+// the source set aside until the drain has room; an unsplice waits for it,
+// other ends drop it.
+void Engine::PumpDatagrams(Splice& s) {
+  PumpOutcome o = pump_.Pump(s.source, s.drain, s.options.max, s.stopping != 0,
+                             s.queue, s.moved);
+  if (o.received) s.last_move = NowMs();
+  switch (o.kind) {
+    case PumpOutcome::kWait:
+      if (s.queue.held_sizes.empty() || s.awaiting_room) return;
+      s.awaiting_room = true;
+      if (int error = Register(s, true)) Finish(s, kError, error, "kevent");
+      return;
+    case PumpOutcome::kTurnOver:
+      return;  // kqueue is level-triggered: the source fires again
+    case PumpOutcome::kStopped:
+      return Finish(s, s.stopping, 0);
+    case PumpOutcome::kMax:
+      return Finish(s, kMax, 0);
+    case PumpOutcome::kTooLarge:
+      return Finish(s, kError, o.error, o.syscall);
+    case PumpOutcome::kFailed:
+      return FailDatagrams(s, o.error, o.syscall);
+  }
+}
+
+// The source is readable; or the drain has room again (awaiting_room), or
+// else has an error or can send no more: its watch (Register) ignores room.
+void Engine::DatagramEvent(Splice& s, const struct kevent& ev) {
+  if (ev.filter == EVFILT_WRITE && !s.awaiting_room) {
+    int error = 0;
+    if (int e = IntOption(s.drain, SO_ERROR, &error)) error = e;
+    // An ICMP error (ECONNREFUSED) on a connected socket: already taken if
+    // zero, by a send or receive of this relay, which then ended it.
+    if (error != 0) return FailDatagrams(s, error, "recvmsg");
+    if (ev.flags & EV_EOF) Finish(s, kError, EPIPE, "sendmsg");
+    return;
+  }
+  if (ev.filter == EVFILT_WRITE) {
+    s.awaiting_room = false;
+    if (int error = Register(s, false)) return Finish(s, kError, error, "kevent");
+  }
+  PumpDatagrams(s);
+}
+
+// An unsplice (or idle) lets the held datagrams go first; a close ends at
+// once, one of the sockets being gone.
+void Engine::StopDatagrams(Splice& s, Reason reason) {
+  if (reason == kClose) return Finish(s, kClose, 0);
+  s.stopping = reason;
+  if (!s.awaiting_room) PumpDatagrams(s);
+}
+
+// A socket error belongs to the relay, not to the flow that happens to read
+// or write first: every flow still going ends with it.
+void Engine::FailDatagrams(Splice& s, int error, const char* syscall) {
+  std::shared_ptr<Relay> relay = s.relay;
+  std::shared_ptr<Splice> flows[2] = {relay->flow[0], relay->flow[1]};
+  for (auto& flow : flows)
+    if (flow && !flow->ended) Finish(*flow, kError, error, syscall);
+}
+#endif
+
 std::unique_ptr<Engine, void (*)(Engine*)> CreateEngine() {
   return {new Engine(), [](Engine* e) { delete e; }};
 }
 
 const char* BackendName() { return "so_splice"; }
 
+bool DatagramRelays() { return kDatagrams; }
+
 std::shared_ptr<Relay> Start(Engine& engine, const RelaySpec& spec,
                              EndCallback on_end, SysError* err) {
   SocketId id[2];
+  int type[2];
   for (int i = 0; i < 2; i++) {
-    if (!CheckSocket(spec.fd[i], &id[i], err)) return nullptr;
+    if (!CheckSocket(spec.fd[i], spec.flow[1 - i].on, &id[i], &type[i], err))
+      return nullptr;
+  }
+  // TCP with TCP, UDP with UDP.
+  if (type[0] != type[1]) {
+    *err = {EPROTONOSUPPORT, "setsockopt"};
+    return nullptr;
   }
   if (id[0] == id[1]) {
     *err = {EINVAL, "setsockopt"};
@@ -534,6 +662,7 @@ std::shared_ptr<Relay> Start(Engine& engine, const RelaySpec& spec,
       return undo();
     }
     s->index = f;
+    s->datagram = type[0] == SOCK_DGRAM;
     s->options = spec.flow[f];
     s->engine = &engine;
     engine.live++;
@@ -563,6 +692,9 @@ void Stop(const std::shared_ptr<Relay>& relay, Reason reason) {
 int64_t Bytes(const Relay& relay, int flow) {
   Splice* s = relay.flow[flow].get();
   if (!s) return 0;
+#ifdef __FreeBSD__
+  if (s->datagram) return s->moved;
+#endif
   std::lock_guard<std::mutex> lock(s->mutex);
   if (s->source < 0) return s->bytes;
   if (!s->spliced) return s->base;

@@ -3,17 +3,16 @@
 // between two sockets) is assigned to a worker when it starts and stays
 // there (FreeBSD's design): the least loaded one, or the one already moving
 // bytes through either of its sockets.
+#include "datagram_pump.h"
 #include "posix.h"
 #include "splice.h"
 
 #include <fcntl.h>
 #include <poll.h>
-#include <netinet/udp.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,15 +35,6 @@ namespace {
 constexpr size_t kPoolMax = 64;  // idle pipes kept per worker
 constexpr int kTurn = 32;        // splice calls before yielding a turn
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
-
-// Datagrams move in batches of up to kBatch through a worker's buffer, a
-// slot per datagram large enough for any UDP payload.
-constexpr int kBatch = 32;
-constexpr size_t kSlot = 64 * 1024;
-// A run of datagrams of one size goes to the drain as one UDP GSO send
-// (UDP_SEGMENT), at most this many and this many bytes (the IPv4 limit).
-constexpr int kGsoSegments = 64;
-constexpr size_t kGsoBytes = 65507;
 
 // Pipe sizes. A pipe starts at the kernel's default size and grows fourfold
 // each time a read fills it, up to what Go uses, while the engine's pipes
@@ -146,13 +136,8 @@ struct Flow {
   bool claimed = false;  // holds its sockets' source and drain roles
   // Touched only by the worker thread.
   Pipe pipe;
-  // Bytes that left the source and are not yet in the drain: in the pipe,
-  // or in `held` for datagrams.
-  size_t in_flight = 0;
-  // Datagrams the drain did not take at once, in order, until EPOLLOUT.
-  std::vector<char> held;
-  std::vector<size_t> held_sizes;
-  int64_t datagrams = 0;  // sent to the drain
+  size_t in_flight = 0;  // bytes in the pipe: out of the source, not yet in the drain
+  DatagramQueue queue;   // datagram relays: counts and held datagrams
   int64_t pulled = 0;  // bytes taken from the source
   int64_t last_move = 0;
   Reason stopping = static_cast<Reason>(0);  // pull no more, then end so
@@ -192,7 +177,6 @@ class Relay {
   bool running = false;   // main thread: handed to the worker
   bool ended = false;     // worker: every flow has ended
   bool datagram = false;  // UDP sockets: datagrams, not a byte stream
-  bool gso = true;        // worker: the drain takes UDP GSO sends
 };
 
 namespace {
@@ -223,8 +207,6 @@ class Worker {
   void Request(Relay& r, int f, Reason reason);
   void Pump(Relay& r, int f);
   void PumpDatagrams(Relay& r, int f);
-  bool SendDatagrams(Relay& r, int f, iovec* datagrams, int n);
-  void SendHeld(Relay& r, int f);
   void DatagramEvent(Relay& r, int i, uint32_t events);
   void FailDatagrams(Relay& r, int error, const char* syscall);
   void DrainFailed(Relay& r, int f);
@@ -247,16 +229,7 @@ class Worker {
   std::vector<std::pair<std::shared_ptr<Relay>, int>> ready_;  // relay, flow
   std::vector<std::shared_ptr<Relay>> ended_;  // kept until the turn ends
   std::vector<Pipe> pool_;
-  // The datagram batch: kBatch slots, allocated at the first datagram
-  // relay (untouched pages cost nothing).
-  std::unique_ptr<char[]> slots_;
-  mmsghdr msgs_[kBatch];
-  iovec iovs_[kBatch];
-  // The sends built from a batch: one per run of datagrams, each with room
-  // for its UDP_SEGMENT control message.
-  mmsghdr sends_[kBatch];
-  int ends_[kBatch];  // the datagram after each send's last
-  alignas(cmsghdr) char controls_[kBatch][CMSG_SPACE(sizeof(uint16_t))];
+  DatagramPump pump_;  // the datagram batch, for every datagram relay here
   int64_t next_idle_check_ = INT64_MAX;
   int64_t now_ = 0;  // read once per turn: idle is timed in milliseconds
   std::thread thread_;
@@ -726,154 +699,31 @@ void Worker::Pump(Relay& r, int f) {
   }
 }
 
-// UDP: recvmmsg takes a batch from the source into the worker's slots and
-// sendmmsg passes it on, each datagram whole. There is no EOF (a read of 0
-// is an empty datagram), and what the drain does not take at once is held
-// by the flow until EPOLLOUT: an unsplice waits for it, other ends drop it.
+// UDP (datagram_pump.cc): what the drain does not take at once is held by
+// the flow until EPOLLOUT; an unsplice waits for it, other ends drop it.
 void Worker::PumpDatagrams(Relay& r, int f) {
   Flow& s = r.flow[f];
-  if (!slots_) {
-    slots_.reset(new char[kBatch * kSlot]);
-    for (int i = 0; i < kBatch; i++) iovs_[i] = {slots_.get() + i * kSlot, kSlot};
-  }
-  for (int turn = 0; turn < kTurn; turn++) {
-    if (s.in_flight > 0) {
-      SendHeld(r, f);
-      if (s.ended || s.in_flight > 0) return;
-      continue;
-    }
-    if (s.stopping != 0) return Finish(r, f, s.stopping, 0, "", false);
-    int want = kBatch;
-    if (s.options.max > 0) {
-      int64_t room = s.options.max - s.pulled;
-      if (room == 0) return Finish(r, f, kMax, 0, "", false);
-      if (room < static_cast<int64_t>(kBatch * kSlot)) {
-        // Near max, one at a time: a datagram that would pass it stays in
-        // the source. MSG_TRUNC makes recv() say its whole length.
-        ssize_t next = recv(r.Source(f), nullptr, 0,
-                            MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
-        if (next < 0 && errno == EINTR) continue;
-        if (next < 0 && errno == EAGAIN) return;
-        if (next < 0) return FailDatagrams(r, errno, "recv");
-        if (next > room) return Finish(r, f, kMax, 0, "", false);
-        want = 1;
+  PumpOutcome o = pump_.Pump(r.Source(f), r.Drain(f), s.options.max,
+                             s.stopping != 0, s.queue, s.moved);
+  if (o.received) s.last_move = now_;
+  switch (o.kind) {
+    case PumpOutcome::kWait:
+      return;
+    case PumpOutcome::kTurnOver:
+      if (!s.queued) {
+        s.queued = true;
+        ready_.emplace_back(live_[&r], f);
       }
-    }
-    for (int i = 0; i < want; i++) {
-      msgs_[i] = {};
-      msgs_[i].msg_hdr.msg_iov = &iovs_[i];
-      msgs_[i].msg_hdr.msg_iovlen = 1;
-    }
-    int n = recvmmsg(r.Source(f), msgs_, want, MSG_DONTWAIT, nullptr);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) return;
-    if (n < 0) return FailDatagrams(r, errno, "recvmmsg");
-    for (int i = 0; i < n; i++) s.pulled += msgs_[i].msg_len;
-    s.last_move = now_;
-    iovec got[kBatch];
-    for (int i = 0; i < n; i++) got[i] = {iovs_[i].iov_base, msgs_[i].msg_len};
-    if (!SendDatagrams(r, f, got, n)) return;
+      return;
+    case PumpOutcome::kStopped:
+      return Finish(r, f, s.stopping, 0, "", false);
+    case PumpOutcome::kMax:
+      return Finish(r, f, kMax, 0, "", false);
+    case PumpOutcome::kTooLarge:
+      return Finish(r, f, kError, o.error, o.syscall, false);
+    case PumpOutcome::kFailed:
+      return FailDatagrams(r, o.error, o.syscall);
   }
-  if (!s.queued) {
-    s.queued = true;
-    ready_.emplace_back(live_[&r], f);
-  }
-}
-
-// Sends datagrams[0, n) to the drain in order. A run of datagrams of one
-// size (its last may be shorter) goes as one UDP GSO send: one trip through
-// the network stack, cut back into the same datagrams before any receiver
-// sees them. A drain that refuses GSO (EINVAL, EIO: no checksum offload, a
-// path MTU below the size) is sent to one datagram at a time from then on.
-// What the drain does not take now is copied into the flow's `held`. False
-// once the flow has ended: a drain error, or a datagram too large for the
-// drain (EMSGSIZE), which is dropped after the ones behind it have gone.
-bool Worker::SendDatagrams(Relay& r, int f, iovec* datagrams, int n) {
-  Flow& s = r.flow[f];
-  bool too_large = false;
-  int at = 0;
-  while (at < n) {
-    int m = 0;
-    for (int i = at; i < n && m < kBatch; m++) {
-      int first = i;
-      size_t size = datagrams[i].iov_len, total = size;
-      for (i++; r.gso && size > 0 && i < n && i - first < kGsoSegments &&
-                datagrams[i].iov_len <= size &&
-                total + datagrams[i].iov_len <= kGsoBytes;
-           i++) {
-        total += datagrams[i].iov_len;
-        if (datagrams[i].iov_len < size) {
-          i++;
-          break;
-        }
-      }
-      sends_[m] = {};
-      msghdr& h = sends_[m].msg_hdr;
-      h.msg_iov = &datagrams[first];
-      h.msg_iovlen = i - first;
-      ends_[m] = i;
-      if (i - first == 1) continue;
-      h.msg_control = controls_[m];
-      h.msg_controllen = sizeof controls_[m];
-      cmsghdr* c = CMSG_FIRSTHDR(&h);
-      c->cmsg_level = SOL_UDP;
-      c->cmsg_type = UDP_SEGMENT;
-      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-      uint16_t segment = static_cast<uint16_t>(size);
-      std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
-    }
-    int sent = sendmmsg(r.Drain(f), sends_, m, MSG_DONTWAIT);
-    if (sent > 0) {
-      for (int k = 0; k < sent; k++) s.moved += sends_[k].msg_len;
-      s.datagrams += ends_[sent - 1] - at;
-      at = ends_[sent - 1];
-      continue;
-    }
-    int error = sent < 0 ? errno : EIO;
-    if (error == EINTR) continue;
-    bool run = sends_[0].msg_hdr.msg_iovlen > 1;
-    if (run && (error == EINVAL || error == EIO || error == EMSGSIZE)) {
-      r.gso = false;
-      continue;
-    }
-    if (error == EMSGSIZE) {
-      too_large = true;
-      at++;
-      continue;
-    }
-    if (error != EAGAIN) {
-      FailDatagrams(r, error, "sendmmsg");
-      return false;
-    }
-    for (int i = at; i < n; i++) {
-      const char* data = static_cast<const char*>(datagrams[i].iov_base);
-      s.held.insert(s.held.end(), data, data + datagrams[i].iov_len);
-      s.held_sizes.push_back(datagrams[i].iov_len);
-      s.in_flight += datagrams[i].iov_len;
-    }
-    break;
-  }
-  if (too_large) {
-    Finish(r, f, kError, EMSGSIZE, "sendmmsg", false);
-    return false;
-  }
-  return true;
-}
-
-void Worker::SendHeld(Relay& r, int f) {
-  Flow& s = r.flow[f];
-  std::vector<char> held = std::move(s.held);
-  std::vector<size_t> sizes = std::move(s.held_sizes);
-  s.held.clear();
-  s.held_sizes.clear();
-  s.in_flight = 0;
-  std::vector<iovec> datagrams(sizes.size());
-  size_t at = 0;
-  for (size_t i = 0; i < sizes.size(); i++) {
-    datagrams[i] = {held.data() + at, sizes[i]};
-    at += sizes[i];
-  }
-  SendDatagrams(r, f, datagrams.data(), static_cast<int>(datagrams.size()));
 }
 
 // A socket error (an ICMP port unreachable on a connected socket is
@@ -895,7 +745,8 @@ void Worker::DatagramEvent(Relay& r, int i, uint32_t events) {
   }
   if (!r.flow[i].ended && (events & EPOLLIN)) Pump(r, i);
   Flow& into = r.flow[1 - i];
-  if (!into.ended && into.in_flight > 0 && (events & EPOLLOUT)) Pump(r, 1 - i);
+  if (!into.ended && !into.queue.held_sizes.empty() && (events & EPOLLOUT))
+    Pump(r, 1 - i);
 }
 
 // The drain was reset (or closed) while its flow had nothing to write: with
@@ -950,7 +801,7 @@ void Worker::Finish(Relay& r, int f, Reason reason, int error,
     syscall = restore.syscall;
   }
   result.bytes = s.moved;
-  result.datagrams = s.datagrams;
+  result.datagrams = s.queue.datagrams;
   result.reason = reason;
   result.error = error;
   result.syscall = syscall;
@@ -1148,6 +999,8 @@ std::unique_ptr<Engine, void (*)(Engine*)> CreateEngine() {
 }
 
 const char* BackendName() { return "pipe"; }
+
+bool DatagramRelays() { return true; }
 
 std::shared_ptr<Relay> Start(Engine& engine, const RelaySpec& spec,
                              EndCallback on_end, SysError* err) {

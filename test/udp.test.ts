@@ -68,9 +68,11 @@ function numbered (count: number, size: number | ((i: number) => number), seed: 
 }
 
 for (const backend of ['so_splice', 'pipe', 'userspace'] as const) {
-  const why = backend === 'so_splice'
-    ? ' (skipped: FreeBSD splices TCP only and OpenBSD\'s UDP splice is not wired up; tested below where so_splice runs)'
-    : backends().includes(backend) ? '' : ` (skipped: this host has ${native?.backend ?? 'no addon'})`
+  const why = !backends().includes(backend)
+    ? ` (skipped: this host has ${native?.backend ?? 'no addon'})`
+    : native?.backend === backend && !native.datagrams
+      ? ' (skipped: OpenBSD\'s UDP splice is not wired to the engine; tested below)'
+      : ''
   describe(`UDP relays [${backend}]${why}`, function () {
     before(function () { if (why) this.skip() })
     udpSuite(backend)
@@ -284,8 +286,8 @@ function udpSuite (backend: BackendName) {
   })
 }
 
-describe('UDP relays where the kernel backend splices TCP only (so_splice)', function () {
-  before(function () { if (!backends().includes('so_splice')) this.skip() })
+describe('UDP relays where the engine relays TCP only (OpenBSD\'s so_splice)', function () {
+  before(function () { if (native?.datagrams !== false) this.skip() })
   it('so_splice asked for by name: EPROTONOSUPPORT; auto runs userspace', async () => {
     const source = await udp('udp4')
     const drain = await udp('udp4', portOf(source))

@@ -1,6 +1,6 @@
 // The engine contract, without Node: this host's engine (src/splice.h)
-// driven with real TCP sockets on 127.0.0.1 and ::1, every byte checked by
-// length and hash. Built and run by `npm run test:engine` (test/engine/run.sh)
+// driven with real TCP and UDP sockets on 127.0.0.1 and ::1, every byte
+// checked by length and hash, every datagram by size, number and content. Built and run by `npm run test:engine` (test/engine/run.sh)
 // with nothing but a C++17 compiler, so that a BSD user can check the
 // kernel's SO_SPLICE on their own machine.
 #include <arpa/inet.h>
@@ -509,6 +509,7 @@ void BadInputs(Engine& engine) {
   int lsn = Listener(AF_INET);
   int unconnected = socket(AF_INET, SOCK_STREAM, 0);
   int udp = socket(AF_INET, SOCK_DGRAM, 0);
+  int unconnected_udp = socket(AF_INET, SOCK_DGRAM, 0);
   sockaddr_in to = {};
   to.sin_family = AF_INET;
   to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -528,6 +529,8 @@ void BadInputs(Engine& engine) {
     expect("TCP into UDP", line.source, udp, {EPROTONOSUPPORT});
     expect("UDP into TCP", udp, line.drain, {EPROTONOSUPPORT});
     expect("a socket into itself", line.source, line.source, {EINVAL});
+    expect("UDP into an unconnected UDP drain", udp, unconnected_udp,
+           {DatagramRelays() ? ENOTCONN : EPROTONOSUPPORT});
     // A source already spliced.
     Ends first;
     auto relay = StartOne(engine, line, first, {});
@@ -537,10 +540,325 @@ void BadInputs(Engine& engine) {
     Stop(relay, kClose);
     CHECK(first.Wait(1, 5000), "the first splice did not end");
   } catch (Failed&) {
-    for (int fd : {file, lsn, unconnected, udp}) close(fd);
+    for (int fd : {file, lsn, unconnected, udp, unconnected_udp}) close(fd);
     throw;
   }
-  for (int fd : {file, lsn, unconnected, udp}) close(fd);
+  for (int fd : {file, lsn, unconnected, udp, unconnected_udp}) close(fd);
+}
+
+// ---- UDP ----
+
+// Datagram i of a run: its number in the first 4 bytes (when it has them),
+// then pattern bytes.
+std::vector<char> Datagram(uint64_t seed, uint32_t i, size_t size) {
+  std::vector<char> d(size);
+  Pattern(seed, uint64_t{i} * 131071, d.data(), size);
+  if (size >= 4) std::memcpy(d.data(), &i, 4);
+  return d;
+}
+
+// A bound UDP socket on loopback. FreeBSD's defaults (9 KiB to send, 41 KiB
+// to receive) are below a 65507-byte datagram: every socket gets 1 MiB.
+int Udp(int family) {
+  int fd = socket(family, SOCK_DGRAM, 0);
+  int size = 1 << 20;
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  sockaddr_storage ss = {};
+  socklen_t len;
+  if (family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_addr = in6addr_loopback;
+    len = sizeof *a;
+  }
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&ss), len) < 0) {
+    std::perror("udp");
+    std::exit(2);
+  }
+  return fd;
+}
+
+void ConnectTo(int fd, int to) {
+  sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getsockname(to, reinterpret_cast<sockaddr*>(&ss), &len) < 0 ||
+      connect(fd, reinterpret_cast<sockaddr*>(&ss), len) < 0) {
+    std::perror("connect");
+    std::exit(2);
+  }
+}
+
+// writer -> source ~~engine~~> drain -> reader; the source is not connected.
+struct UdpLine {
+  int writer, source, drain, reader;
+  explicit UdpLine(int source_family = AF_INET, int drain_family = AF_INET) {
+    source = Udp(source_family);
+    writer = Udp(source_family);
+    ConnectTo(writer, source);
+    reader = Udp(drain_family);
+    drain = Udp(drain_family);
+    ConnectTo(drain, reader);
+  }
+  ~UdpLine() {
+    for (int fd : {writer, source, drain, reader})
+      if (fd >= 0) close(fd);
+  }
+};
+
+bool SendDatagram(int fd, const std::vector<char>& d) {
+  for (;;) {
+    ssize_t n = send(fd, d.data(), d.size(), 0);
+    if (n == static_cast<ssize_t>(d.size())) return true;
+    // FreeBSD's UDP sends do not wait: a full interface queue is ENOBUFS.
+    if (n < 0 && (errno == EINTR || errno == ENOBUFS)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
+    }
+    return false;
+  }
+}
+
+// The next datagram within ms: its size, or -1.
+ssize_t RecvDatagram(int fd, std::vector<char>& buf, int ms) {
+  buf.resize(65536);
+  for (;;) {
+    if (Wait(fd, POLLIN, ms) == 0) return -1;
+    ssize_t n = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n >= 0) buf.resize(static_cast<size_t>(n));
+    return n;
+  }
+}
+
+// Starts one flow, or on an engine that relays no UDP checks that Start
+// refuses it with EPROTONOSUPPORT and returns null.
+std::shared_ptr<Relay> StartUdp(Engine& engine, int source, int drain, Ends& ends, Options o, bool both = false) {
+  RelaySpec spec;
+  spec.fd[0] = source;
+  spec.fd[1] = drain;
+  o.on = true;
+  spec.flow[0] = o;
+  spec.flow[1] = o;
+  spec.flow[1].on = both;
+  SysError err;
+  auto relay = Start(engine, spec, ends.Callback(), &err);
+  if (!DatagramRelays()) {
+    CHECK(!relay && err.error == EPROTONOSUPPORT, "UDP: %s, not EPROTONOSUPPORT",
+          relay ? "accepted" : std::strerror(err.error));
+    std::printf("      refused with EPROTONOSUPPORT: this engine relays TCP only\n");
+    return nullptr;
+  }
+  CHECK(relay, "Start: %s %s", err.syscall, std::strerror(err.error));
+  Run(relay);
+  return relay;
+}
+
+void ExpectDatagram(int fd, uint64_t seed, uint32_t i, size_t size, int ms = 5000) {
+  std::vector<char> got;
+  ssize_t n = RecvDatagram(fd, got, ms);
+  CHECK(n >= 0, "datagram %u (%zu bytes) did not arrive", i, size);
+  CHECK(got == Datagram(seed, i, size), "datagram %u: %zd bytes, not the %zu sent, or others", i, n, size);
+}
+
+void UdpBoundaries(Engine& engine, int family) {
+  UdpLine line(family, family);
+  Ends ends;
+  auto relay = StartUdp(engine, line.source, line.drain, ends, {});
+  if (!relay) return;
+  const size_t sizes[] = {0, 1, 1400, 65507};
+  for (uint32_t i = 0; i < 4; i++) {
+    CHECK(SendDatagram(line.writer, Datagram(20, i, sizes[i])), "send %zu: %s", sizes[i], std::strerror(errno));
+    ExpectDatagram(line.reader, 20, i, sizes[i]);
+  }
+  CHECK(Bytes(*relay, 0) == 66908, "Bytes() %lld, not 66908", (long long)Bytes(*relay, 0));
+  Stop(relay, kUnsplice);
+  ExpectEnd(ends, kUnsplice, 5000);
+  Result r = ends.Take();
+  CHECK(r.bytes == 66908 && r.datagrams == 4, "%lld bytes in %lld datagrams, not 66908 in 4", (long long)r.bytes,
+        (long long)r.datagrams);
+  CHECK(Wait(line.reader, POLLIN, 100) == 0, "the drain got more than was sent");
+}
+
+// The sizes cycle through runs of one size and shorter or longer ones after
+// them (one GSO send each on Linux, cut back into the same datagrams).
+size_t CycleSize(uint32_t i) {
+  static const size_t sizes[] = {64, 64, 64, 40, 64, 100, 100, 4, 4, 1400, 1400, 1400, 64, 0, 9000};
+  return sizes[i % (sizeof sizes / sizeof *sizes)];
+}
+
+void UdpMany(Engine& engine) {
+  const uint32_t n = 20000;
+  UdpLine line(AF_INET, AF_INET6);
+  Ends ends;
+  auto relay = StartUdp(engine, line.source, line.drain, ends, {});
+  if (!relay) return;
+  std::atomic<uint32_t> received{0};
+  std::atomic<bool> writer_failed{false};
+  // Paced: never more than 256 datagrams between the writer and the reader.
+  Joined writer([&] {
+    for (uint32_t i = 0; i < n; i++) {
+      while (i - received >= 256 && !writer_failed) std::this_thread::sleep_for(std::chrono::microseconds(200));
+      if (writer_failed || !SendDatagram(line.writer, Datagram(21, i, CycleSize(i)))) {
+        writer_failed = true;
+        return;
+      }
+    }
+  });
+  int64_t bytes = 0;
+  std::vector<char> got;
+  for (uint32_t i = 0; i < n; i++) {
+    ssize_t size = RecvDatagram(line.reader, got, 5000);
+    if (size < 0 || got != Datagram(21, i, CycleSize(i))) {
+      writer_failed = true;
+      CHECK(false, "datagram %u: %s", i, size < 0 ? "lost" : "not the one sent (out of order, cut or merged)");
+    }
+    bytes += size;
+    received = i + 1;
+  }
+  CHECK(!writer_failed, "the writer failed");
+  Stop(relay, kUnsplice);
+  ExpectEnd(ends, kUnsplice, 5000);
+  Result r = ends.Take();
+  CHECK(r.datagrams == n && r.bytes == bytes, "%lld datagrams, %lld bytes; sent %u, %lld", (long long)r.datagrams,
+        (long long)r.bytes, n, (long long)bytes);
+}
+
+// max 1000 with 300-byte datagrams: three move, the fourth stays readable.
+void UdpMax(Engine& engine) {
+  UdpLine line;
+  Ends ends;
+  Options o;
+  o.max = 1000;
+  auto relay = StartUdp(engine, line.source, line.drain, ends, o);
+  if (!relay) return;
+  for (uint32_t i = 0; i < 5; i++) CHECK(SendDatagram(line.writer, Datagram(22, i, 300)), "send");
+  ExpectEnd(ends, kMax, 5000);
+  Result r = ends.Take();
+  CHECK(r.bytes == 900 && r.datagrams == 3, "%lld bytes in %lld datagrams, not 900 in 3", (long long)r.bytes,
+        (long long)r.datagrams);
+  for (uint32_t i = 0; i < 3; i++) ExpectDatagram(line.reader, 22, i, 300);
+  CHECK(Wait(line.reader, POLLIN, 200) == 0, "the drain got more than max");
+  ExpectDatagram(line.source, 22, 3, 300);
+  ExpectDatagram(line.source, 22, 4, 300);
+}
+
+void UdpIdle(Engine& engine) {
+  UdpLine line;
+  Ends ends;
+  Options o;
+  o.idle_ms = 300;
+  auto relay = StartUdp(engine, line.source, line.drain, ends, o);
+  if (!relay) return;
+  int64_t last = 0;
+  for (uint32_t i = 0; i < 12; i++) {
+    CHECK(SendDatagram(line.writer, Datagram(23, i, 10)), "send");
+    last = NowMs();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK(ends.Count() == 0, "ended during the trickle, after %u datagrams", i + 1);
+  }
+  ExpectEnd(ends, kIdle, 5000);
+  int64_t took = NowMs() - last;
+  CHECK(took >= 250 && took <= 1400, "idle ended %lld ms after the last datagram", (long long)took);
+  CHECK(ends.Take().datagrams == 12, "%lld datagrams, not 12", (long long)ends.Take().datagrams);
+  for (uint32_t i = 0; i < 12; i++) ExpectDatagram(line.reader, 23, i, 10);
+}
+
+// Unsplice mid-stream: the drain has exactly the datagrams counted (held
+// ones sent first), and the source the rest, in order, none lost.
+void UdpUnspliceMidway(Engine& engine) {
+  const uint32_t n = 1000;
+  UdpLine line;
+  Ends ends;
+  auto relay = StartUdp(engine, line.source, line.drain, ends, {});
+  if (!relay) return;
+  std::atomic<uint32_t> received{0};
+  std::atomic<bool> stopped{false};
+  Joined writer([&] {
+    for (uint32_t i = 0; i < n; i++) {
+      while (!stopped && i - received >= 64) std::this_thread::sleep_for(std::chrono::microseconds(200));
+      SendDatagram(line.writer, Datagram(24, i, 400));
+    }
+  });
+  std::vector<char> got;
+  uint32_t at = 0;
+  for (; at < 300; at++) {
+    ExpectDatagram(line.reader, 24, at, 400);
+    received = at + 1;
+  }
+  Stop(relay, kUnsplice);
+  stopped = true;
+  ExpectEnd(ends, kUnsplice, 5000);
+  Result r = ends.Take();
+  writer.join();
+  for (; RecvDatagram(line.reader, got, 300) >= 0; at++)
+    CHECK(got == Datagram(24, at, 400), "the drain's datagram %u is not the one sent", at);
+  CHECK(r.datagrams == at && r.bytes == int64_t{at} * 400, "%lld datagrams, %lld bytes; the drain got %u",
+        (long long)r.datagrams, (long long)r.bytes, at);
+  for (; at < n; at++) ExpectDatagram(line.source, 24, at, 400, 2000);
+  CHECK(Wait(line.source, POLLIN, 100) == 0, "the source holds more than was sent");
+}
+
+// The drain's peer is gone: the ICMP port unreachable ends the relay.
+void UdpRefused(Engine& engine, int family) {
+  int source = Udp(family), writer = Udp(family), drain = Udp(family), gone = Udp(family);
+  ConnectTo(writer, source);
+  ConnectTo(drain, gone);
+  close(gone);
+  Ends ends;
+  try {
+    auto relay = StartUdp(engine, source, drain, ends, {});
+    if (relay) {
+      for (uint32_t i = 0; i < 20 && ends.Count() == 0; i++) {
+        SendDatagram(writer, Datagram(25, i, 100));
+        ends.Wait(1, 100);
+      }
+      ExpectEnd(ends, kError, 3000);
+      CHECK(ends.Take().error == ECONNREFUSED, "error %s", std::strerror(ends.Take().error));
+    }
+  } catch (Failed&) {
+    for (int fd : {source, writer, drain}) close(fd);
+    throw;
+  }
+  for (int fd : {source, writer, drain}) close(fd);
+}
+
+// Two connected sockets spliced both ways, IPv4 with IPv6.
+void UdpProxy(Engine& engine) {
+  const uint32_t n = 500;
+  int peer_a = Udp(AF_INET), a = Udp(AF_INET), b = Udp(AF_INET6), peer_b = Udp(AF_INET6);
+  ConnectTo(peer_a, a);
+  ConnectTo(a, peer_a);
+  ConnectTo(peer_b, b);
+  ConnectTo(b, peer_b);
+  Ends ends;
+  try {
+    auto relay = StartUdp(engine, a, b, ends, {}, true);
+    if (relay) {
+      for (uint32_t i = 0; i < n; i++) {
+        CHECK(SendDatagram(peer_a, Datagram(26, i, CycleSize(i))), "send a");
+        CHECK(SendDatagram(peer_b, Datagram(27, i, CycleSize(i + 7))), "send b");
+        ExpectDatagram(peer_b, 26, i, CycleSize(i));
+        ExpectDatagram(peer_a, 27, i, CycleSize(i + 7));
+      }
+      Stop(relay, kUnsplice);
+      CHECK(ends.Wait(2, 5000), "both flows did not end");
+      for (int f = 0; f < 2; f++) {
+        Result r = ends.Take(f);
+        CHECK(r.reason == kUnsplice && r.datagrams == n, "flow %d: '%s', %lld datagrams", f, ReasonName(r.reason),
+              (long long)r.datagrams);
+      }
+    }
+  } catch (Failed&) {
+    for (int fd : {peer_a, a, b, peer_b}) close(fd);
+    throw;
+  }
+  for (int fd : {peer_a, a, b, peer_b}) close(fd);
 }
 
 int OpenFds() {
@@ -575,6 +893,17 @@ int main(int argc, char** argv) {
       {"both ways at once (a proxied connection)", BothWays},
       {"200 concurrent splices of 1 MiB: every end reported, every byte", Concurrent},
       {"bad inputs, each with its errno", BadInputs},
+      {"UDP boundaries on 127.0.0.1: 0, 1, 1400, 65507 bytes whole, counted live and at the end",
+       [](Engine& e) { UdpBoundaries(e, AF_INET); }},
+      {"UDP boundaries on ::1", [](Engine& e) { UdpBoundaries(e, AF_INET6); }},
+      {"UDP: 20000 datagrams, IPv4 into IPv6, paced: none lost, in order, each one checked", UdpMany},
+      {"UDP max never splits: max 1000, 300-byte datagrams: three move, the fourth stays in the source", UdpMax},
+      {"UDP idle: a datagram every 100 ms keeps idle 300 going; silence ends it", UdpIdle},
+      {"UDP unsplice mid-stream: the drain has the datagrams counted, the source the rest",
+       UdpUnspliceMidway},
+      {"UDP ECONNREFUSED from a drain whose peer is gone, 127.0.0.1", [](Engine& e) { UdpRefused(e, AF_INET); }},
+      {"UDP ECONNREFUSED on ::1", [](Engine& e) { UdpRefused(e, AF_INET6); }},
+      {"UDP both ways (a proxied pair), IPv4 with IPv6", UdpProxy},
   };
   const char* only = argc > 1 ? argv[1] : nullptr;
   // A scenario that hangs fails the run rather than holding it forever.

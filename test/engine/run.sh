@@ -10,8 +10,9 @@ out=${TMPDIR:-/tmp}/sosplice-engine-test.$$
 trap 'rm -f "$out.decide" "$out.engine"' EXIT INT TERM
 flags="-std=c++17 -O1 -g -Wall -Wextra -pthread"
 case "$(uname -s)" in
-  Linux) engine=src/splice_linux.cc ;;
-  OpenBSD|FreeBSD) engine="src/splice_bsd.cc src/bsd_end.cc" ;;
+  Linux) engine="src/splice_linux.cc src/datagram_pump.cc" ;;
+  FreeBSD) engine="src/splice_bsd.cc src/bsd_end.cc src/datagram_pump.cc" ;;
+  OpenBSD) engine="src/splice_bsd.cc src/bsd_end.cc" ;;
   *) echo "test:engine: no kernel engine on $(uname -s)"; exit 0 ;;
 esac
 $CXX $flags -o "$out.decide" test/engine/bsd_end_test.cc src/bsd_end.cc
