@@ -434,10 +434,12 @@ void BothWays(Engine& engine) {
   CHECK(relay, "Start: %s", std::strerror(err.error));
   Run(relay);
   ReadResult at_b, at_a;
-  Joined wa([&] { WritePattern(pa, 9, 0, n); shutdown(pa, SHUT_WR); });
-  Joined wb([&] { WritePattern(pb, 10, 0, n); shutdown(pb, SHUT_WR); });
-  Joined ra([&] { at_a = ReadAll(pa); });
-  Joined rb([&] { at_b = ReadAll(pb); });
+  // Plain ints: C++17 lambdas cannot capture structured bindings.
+  int peer_a = pa, peer_b = pb;
+  Joined wa([&] { WritePattern(peer_a, 9, 0, n); shutdown(peer_a, SHUT_WR); });
+  Joined wb([&] { WritePattern(peer_b, 10, 0, n); shutdown(peer_b, SHUT_WR); });
+  Joined ra([&] { at_a = ReadAll(peer_a); });
+  Joined rb([&] { at_b = ReadAll(peer_b); });
   CHECK(ends.Wait(2, 30000), "both flows did not end");
   shutdown(a, SHUT_WR);
   shutdown(b, SHUT_WR);
