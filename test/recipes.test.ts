@@ -49,6 +49,25 @@ function certificate (dir: string, names: string[]): void {
     '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')], { stdio: 'ignore', env })
 }
 
+/**
+ * An HTTPS server with dir's certificate that answers each request with the
+ * sha256 of its body (x-upload-sha256), `headers`, and `download`.
+ */
+function hashingServer (dir: string, download: Buffer, headers: http.OutgoingHttpHeaders = {}): https.Server {
+  return https.createServer({
+    key: fs.readFileSync(path.join(dir, 'key.pem')),
+    cert: fs.readFileSync(path.join(dir, 'cert.pem'))
+  }, (req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (d: Buffer) => chunks.push(d))
+    req.on('end', () => res.writeHead(200, {
+      ...headers,
+      'x-upload-sha256': digest(Buffer.concat(chunks)).sha256,
+      'content-length': download.length
+    }).end(download))
+  })
+}
+
 async function listen (server: net.Server, host = '127.0.0.1'): Promise<number> {
   server.listen(0, host)
   await once(server, 'listening')
@@ -78,14 +97,7 @@ describe('recipe: a CONNECT proxy (examples/connect-proxy.ts)', () => {
     const upload = stream('connect-up')(MiB)
     const download = stream('connect-down')(2 * MiB)
     fs.writeFileSync(path.join(dir, 'up.bin'), upload)
-    const server = https.createServer({
-      key: fs.readFileSync(path.join(dir, 'key.pem')),
-      cert: fs.readFileSync(path.join(dir, 'cert.pem'))
-    }, (req, res) => {
-      const chunks: Buffer[] = []
-      req.on('data', (d: Buffer) => chunks.push(d))
-      req.on('end', () => res.writeHead(200, { 'x-upload-sha256': digest(Buffer.concat(chunks)).sha256 }).end(download))
-    })
+    const server = hashingServer(dir, download)
     // Dual-stack: the proxy may resolve localhost to ::1 or 127.0.0.1.
     const port = await listen(server, '::')
     try {
@@ -304,19 +316,8 @@ describe('recipe: a TLS passthrough router by SNI (examples/sni-router.ts)', fun
     fs.writeFileSync(path.join(dir, 'up.bin'), upload)
     const routes = new Map<string, { host: string, port: number }>()
     for (const name of ['a', 'b'] as const) {
-      // Each backend says who it is, hashes what it got and sends `download`.
-      const server = https.createServer({
-        key: fs.readFileSync(path.join(dir, 'key.pem')),
-        cert: fs.readFileSync(path.join(dir, 'cert.pem'))
-      }, (req, res) => {
-        const chunks: Buffer[] = []
-        req.on('data', (d: Buffer) => chunks.push(d))
-        req.on('end', () => res.writeHead(200, {
-          'x-server': name,
-          'x-upload-sha256': digest(Buffer.concat(chunks)).sha256,
-          'content-length': download.length
-        }).end(download))
-      })
+      // Each backend says who it is.
+      const server = hashingServer(dir, download, { 'x-server': name })
       server.on('secureConnection', () => accepted[name]++)
       routes.set(`${name}.test`, { host: '127.0.0.1', port: await listen(server) })
       servers.push(server)

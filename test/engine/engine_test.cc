@@ -138,25 +138,29 @@ ReadResult ReadAll(int fd, uint64_t limit = UINT64_MAX, int quiet_ms = 30000) {
   return r;
 }
 
+// The loopback address of `family`, port 0 (the kernel picks one); its length.
+socklen_t Loopback(int family, sockaddr_storage* ss) {
+  *ss = {};
+  if (family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(ss);
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return sizeof *a;
+  }
+  auto* a = reinterpret_cast<sockaddr_in6*>(ss);
+  a->sin6_family = AF_INET6;
+  a->sin6_addr = in6addr_loopback;
+  return sizeof *a;
+}
+
 int Listener(int family, int rcvbuf = 0) {
   int l = socket(family, SOCK_STREAM, 0);
   int one = 1;
   setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   // Accepted sockets take their receive buffer from the listener.
   if (rcvbuf > 0) setsockopt(l, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-  sockaddr_storage ss = {};
-  socklen_t len;
-  if (family == AF_INET) {
-    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-    a->sin_family = AF_INET;
-    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    len = sizeof *a;
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    a->sin6_family = AF_INET6;
-    a->sin6_addr = in6addr_loopback;
-    len = sizeof *a;
-  }
+  sockaddr_storage ss;
+  socklen_t len = Loopback(family, &ss);
   if (bind(l, reinterpret_cast<sockaddr*>(&ss), len) < 0 || listen(l, 512) < 0) {
     std::perror("listener");
     std::exit(2);
@@ -566,19 +570,8 @@ int Udp(int family) {
   int size = 1 << 20;
   setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-  sockaddr_storage ss = {};
-  socklen_t len;
-  if (family == AF_INET) {
-    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-    a->sin_family = AF_INET;
-    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    len = sizeof *a;
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    a->sin6_family = AF_INET6;
-    a->sin6_addr = in6addr_loopback;
-    len = sizeof *a;
-  }
+  sockaddr_storage ss;
+  socklen_t len = Loopback(family, &ss);
   if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&ss), len) < 0) {
     std::perror("udp");
     std::exit(2);
