@@ -540,15 +540,14 @@ void Engine::Finish(Splice& s, Reason reason, int error, const char* syscall) {
   result.reason = reason;
   result.error = error;
   result.syscall = reason == kError ? syscall : "";
-  // The relay and its splices hold each other until every flow has ended.
+  // A splice holds its relay until it has ended; the relay keeps its
+  // splices as long as JavaScript holds it: the main thread reads them
+  // (Bytes, Run, Stop), so they must not change under it.
   std::shared_ptr<Relay> relay = std::move(s.relay);
   bool last = --relay->live == 0;
   result.last = last;
   relay->on_end(std::move(result));
-  if (last) {
-    relay->on_end = nullptr;
-    for (auto& f : relay->flow) f.reset();
-  }
+  if (last) relay->on_end = nullptr;
 }
 
 #ifdef __FreeBSD__
