@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { proxy, splice } from '../lib/index.js'
 import { backends } from '../lib/index.js'
-import { assertNoLeaks, digest, eachBackend, eventually, readExactly, receive, rig, send, socketPair, steadyFds, stream } from './helpers.js'
+import { assertNoLeaks, digest, eachBackend, eventually, readExactly, receive, reset, rig, send, socketPair, steadyFds, stream } from './helpers.js'
 
 const MiB = 1 << 20
 
@@ -69,7 +69,7 @@ eachBackend('endings', backend => {
     receiver.on('data', (d: Buffer) => { moved += d.length })
     const sending = send(sender, 'reset', 256 * MiB).catch(() => undefined)
     await eventually(() => moved > MiB)
-    receiver.resetAndDestroy()
+    reset(receiver)
     const result = await sp.done
     assert.equal(result.reason, 'error')
     assert.ok(['EPIPE', 'ECONNRESET'].includes((result.error as NodeJS.ErrnoException).code!),

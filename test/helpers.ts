@@ -98,6 +98,17 @@ export async function send (socket: net.Socket, seed: string, size: number, opts
   return { length: size, sha256: hash.digest('hex') }
 }
 
+/**
+ * Resets `socket`: its peer gets an RST. Node cannot reset a socket whose
+ * end() is still going out (libuv refuses with EINVAL, and Node then drops
+ * the handle without closing its descriptor, which leaks); a socket that has
+ * ended, as one does on its peer's EOF, resets once its end is out.
+ */
+export function reset (socket: net.Socket): void {
+  if (socket.writableEnded && !socket.writableFinished) socket.once('finish', () => reset(socket))
+  else if (!socket.destroyed) socket.resetAndDestroy()
+}
+
 /** Resolves on the first of `events`, leaving no listener behind. */
 export function firstOf (socket: net.Socket, events: string[]): Promise<void> {
   return new Promise(resolve => {

@@ -6,7 +6,7 @@ import { type BackendName, backends, proxy, type Splice, splice, type SpliceResu
 import { fdOf } from '../lib/handover.js'
 import { native } from '../lib/native.js'
 import {
-  assertNoLeaks, type Digest, digest, eachBackend, firstOf, readExactly, receive, rig, send, sleep,
+  assertNoLeaks, type Digest, digest, eachBackend, firstOf, readExactly, receive, reset, rig, send, sleep,
   socketPair, steadyFds, stream, within
 } from './helpers.js'
 
@@ -173,7 +173,7 @@ eachBackend('hostile peers', backend => {
           const r = await rigged()
           const { resetter, hit, other, otherPeer } = roles(r)
           const atOtherPeer = collect(otherPeer)
-          resetter.resetAndDestroy()
+          reset(resetter)
           if (noticed) await within(closed(hit), 5000, `the ${position} was not closed by the RST`)
           let sp: Splice | undefined
           let thrown: unknown
@@ -215,7 +215,7 @@ eachBackend('hostile peers', backend => {
           const sending = send(r.sender, 'reset-during', 64 * MiB, { end: false }).catch(() => undefined)
           // Reset from the receiving side's own data handler, while bytes flow.
           r.receiver.on('data', () => {
-            if (r.receiver.bytesRead >= 2 * MiB && !resetter.destroyed) resetter.resetAndDestroy()
+            if (r.receiver.bytesRead >= 2 * MiB && !resetter.destroyed) reset(resetter)
           })
           const result = await within(sp.done, 10000, 'the splice did not end after the reset')
           // The proxy closes the surviving side once it has written everything out.
@@ -251,7 +251,7 @@ eachBackend('hostile peers', backend => {
           assert.deepEqual(digest(await arriving), digest(data))
           if (ending === 'unsplice') sp.unsplice()
           assert.deepEqual(await sp.done, { bytes: MiB, reason: ending })
-          resetter.resetAndDestroy()
+          reset(resetter)
           await within(closed(hit), 5000, `the ${position} did not close after its peer's RST`)
           if (ending === 'unsplice') {
             // The other connection is an ordinary one again, in the direction it carried.
@@ -283,7 +283,7 @@ eachBackend('hostile peers', backend => {
         const sending = [send(client, 'up', 64 * MiB, { end: false }), send(server, 'down', 64 * MiB, { end: false })]
           .map(p => p.catch(() => undefined))
         client.on('data', () => {
-          if (client.bytesRead >= 2 * MiB && !client.destroyed) client.resetAndDestroy()
+          if (client.bytesRead >= 2 * MiB && !client.destroyed) reset(client)
         })
         const { aToB, bToA } = await within(proxied, 10000, 'proxy() did not resolve after a client reset')
         // The server's connection survives: the proxy ends it once it is written out.

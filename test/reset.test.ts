@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { backends, proxy } from '../lib/index.js'
-import { digest, receive, send, socketPair, stream } from './helpers.js'
+import { digest, receive, reset, send, socketPair, stream } from './helpers.js'
 
 const MiB = 1 << 20
 const ROUNDS = 200
@@ -32,7 +32,7 @@ describe('proxy() [pipe]: a client resets while it uploads slowly and the server
       client.on('data', () => {
         if (client.bytesRead < MiB || client.destroyed) return
         clearInterval(uploading)
-        client.resetAndDestroy()
+        reset(client)
       })
       const timeout = setTimeout(() => all.forEach(s => s.destroy()), 10000)
       const { aToB, bToA } = await proxied

@@ -4,7 +4,7 @@ import { finished } from 'node:stream'
 import { parseArgs } from 'node:util'
 import { proxy } from '../lib/index.js'
 import { native } from '../lib/native.js'
-import { digest, openFds, sleep, stream } from './helpers.js'
+import { digest, openFds, reset, sleep, stream } from './helpers.js'
 
 // `npm run stress`: the hostile and faulty peers of the scale issue, all at
 // once against one proxy, for a set time; then totals, and a check that
@@ -61,7 +61,7 @@ async function exchange (to: number, data: Buffer, options: { slow?: boolean, do
     }
     if (options.reset) {
       await sleep(random(5))
-      s.resetAndDestroy()
+      reset(s)
       return undefined
     }
     if (options.stall) {
