@@ -1,6 +1,5 @@
 import dgram from 'node:dgram'
 import util from 'node:util'
-import type { Backend } from './backends.js'
 import { checkFree, Claim } from './claim.js'
 import { invalidArgValue, systemError } from './errors.js'
 import { Flag, type NativeHandle, Reason } from './native.js'
@@ -60,14 +59,11 @@ export function checkDatagramPair (source: unknown, drain: unknown, both: boolea
   }
 }
 
-/** The backend for UDP: the native engine where it relays UDP (Linux, FreeBSD), else userspace (OpenBSD). */
-export function datagramBackend (backend: Backend, spliceAfter: number | undefined): Backend {
+/** A UDP relay has no JavaScript phase to splice after. */
+export function checkNoSpliceAfter (spliceAfter: number | undefined): void {
   if (spliceAfter !== undefined) {
     throw invalidArgValue('options.spliceAfter', 'applies to TCP only: a UDP relay has no JavaScript phase', spliceAfter)
   }
-  if (!backend.native || backend.native.datagrams) return backend
-  if (backend.auto) return { name: 'userspace', auto: true }
-  throw systemError('EPROTONOSUPPORT', 'splice', `backend ${backend.name} relays TCP only on this host; UDP runs on userspace here`)
 }
 
 /** One direction: `source` into `drain`. */
@@ -90,7 +86,7 @@ export class DatagramRelay {
   readonly #onDone: (flows: DatagramFlow[]) => void
   #claim?: Claim
 
-  /** Checked sockets (checkDatagramPair) and a datagramBackend in `options`. */
+  /** Checked sockets (checkDatagramPair) and options (checkNoSpliceAfter). */
   constructor (a: dgram.Socket, b: dgram.Socket, both: boolean, options: RelayOptions,
     onFlowEnd: (flow: DatagramFlow) => void, onDone: (flows: DatagramFlow[]) => void) {
     this.#sockets = [a, b]
@@ -186,7 +182,8 @@ export class DatagramRelay {
     try {
       const stopped = this.#stopped
       if (stopped && (reason === Reason.Unsplice || reason === Reason.Close)) ({ reason, error } = stopped)
-      this.#finish(this.flows[index], { bytes, datagrams, reason, error })
+      // OpenBSD's kernel counts bytes only (-1): the result has no datagrams.
+      this.#finish(this.flows[index], { bytes, datagrams: datagrams < 0 ? undefined : datagrams, reason, error })
     } catch (err) {
       process.nextTick(() => { throw err })
     }

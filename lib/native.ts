@@ -54,8 +54,6 @@ export interface NativeStats {
 
 export interface NativeBinding {
   readonly backend: 'pipe' | 'so_splice'
-  /** Whether the engine relays UDP: Linux and FreeBSD; not OpenBSD's so_splice engine. */
-  readonly datagrams: boolean
   /**
    * Holds the sockets (and keeps the loop alive) until run() or stop(): call
    * one of them, unless `flags` has Run. `max0`, `max1`: each flow's limit.

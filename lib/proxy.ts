@@ -1,6 +1,6 @@
 import type dgram from 'node:dgram'
 import type net from 'node:net'
-import { checkDatagramPair, datagramBackend, DatagramRelay, isDatagram } from './datagram.js'
+import { checkDatagramPair, checkNoSpliceAfter, DatagramRelay, isDatagram } from './datagram.js'
 import { checkPair, relayOptions, type SpliceOptions } from './options.js'
 import { type FlowEnd, Relay } from './relay.js'
 import { type SpliceResult, spliceResult } from './splice.js'
@@ -35,8 +35,8 @@ export function proxy (a: net.Socket | dgram.Socket, b: net.Socket | dgram.Socke
   }
   if (isDatagram(a) || isDatagram(b)) {
     checkDatagramPair(a, b, true)
-    const relay = new DatagramRelay(a, b as dgram.Socket, true,
-      { ...parsed, backend: datagramBackend(parsed.backend, options?.spliceAfter) }, () => {}, ended)
+    checkNoSpliceAfter(options?.spliceAfter)
+    const relay = new DatagramRelay(a, b as dgram.Socket, true, parsed, () => {}, ended)
     return withBytes(done, relay)
   }
   checkPair(a, b, parsed.backend, true)

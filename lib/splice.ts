@@ -2,7 +2,7 @@ import type dgram from 'node:dgram'
 import { EventEmitter } from 'node:events'
 import type net from 'node:net'
 import type { BackendName } from './backends.js'
-import { checkDatagramPair, datagramBackend, type DatagramFlow, DatagramRelay, isDatagram } from './datagram.js'
+import { checkDatagramPair, checkNoSpliceAfter, type DatagramFlow, DatagramRelay, isDatagram } from './datagram.js'
 import { Reason } from './native.js'
 import { checkPair, relayOptions, type SpliceOptions } from './options.js'
 import { type Flow, type FlowEnd, Relay } from './relay.js'
@@ -56,11 +56,11 @@ export class Splice extends EventEmitter {
   /** @internal use splice() */
   constructor (source: net.Socket | dgram.Socket, drain: net.Socket | dgram.Socket, options?: SpliceOptions) {
     super()
-    let parsed = relayOptions(options)
+    const parsed = relayOptions(options)
     this.done = new Promise(resolve => { this.#resolve = resolve })
     if (isDatagram(source) || isDatagram(drain)) {
       checkDatagramPair(source, drain, false)
-      parsed = { ...parsed, backend: datagramBackend(parsed.backend, options?.spliceAfter) }
+      checkNoSpliceAfter(options?.spliceAfter)
       this.backend = parsed.backend.name
       this.#relay = new DatagramRelay(source, drain as dgram.Socket, false, parsed, flow => this.#end(flow), () => {})
       return

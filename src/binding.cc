@@ -164,7 +164,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   addon->channel = EndChannel::New(env);
   env.SetInstanceData(addon);
   exports.Set("backend", Napi::String::New(env, BackendName()));
-  exports.Set("datagrams", Napi::Boolean::New(env, DatagramRelays()));
   exports.Set("start", Napi::Function::New(env, StartRelay));
   exports.Set("run", Napi::Function::New(env, RunRelay));
   exports.Set("stop", Napi::Function::New(env, StopRelay));

@@ -8,6 +8,21 @@
 
 namespace sosplice {
 
+namespace {
+
+// What is left for a UDP splice with no error recorded. There is no EOF:
+// a peek of 0 bytes is an empty datagram.
+EndDecision DatagramEnd(const EndSignals& s) {
+  if (s.peek < 0 && s.peek != -EAGAIN) return {kError, -s.peek, false};
+  // somove() never splits a datagram: below max, it unsplices before one
+  // that would pass it, records nothing, and leaves it in the source.
+  if (s.max > 0 && s.count < s.max && s.peek >= 0) return {kMax, 0, false};
+  if (s.asked != 0) return {s.asked, 0, false};
+  return {kUnsplice, 0, false};  // someone else unspliced it
+}
+
+}  // namespace
+
 EndDecision DecideEnd(const EndSignals& s) {
   const bool openbsd = s.kernel == Kernel::kOpenBSD;
   // Our own unsplice came first: the end is the one asked for, whatever
@@ -17,8 +32,9 @@ EndDecision DecideEnd(const EndSignals& s) {
   if (openbsd) {
     // somove() records why it stopped in the source's so_error.
     if (s.so_error == EFBIG) {
-      // Exactly at max; below it, a short splice: go on with the rest.
-      if (s.max > 0 && s.count < s.max) return {kMax, 0, true};
+      // Exactly at max; below it, a short TCP splice: go on with the rest.
+      // A datagram splice is never short: it moves whole datagrams.
+      if (!s.datagram && s.max > 0 && s.count < s.max) return {kMax, 0, true};
       return {kMax, 0, false};
     }
     if (s.so_error == ETIMEDOUT) return {kIdle, 0, false};
@@ -34,6 +50,7 @@ EndDecision DecideEnd(const EndSignals& s) {
   // so_splice_xfer_data() returns the drain's send error (or EPIPE) and
   // so_splice_xfer() drops it; OpenBSD has put it in so_error above.
   if (s.drain_error != 0) return {kError, s.drain_error, false};
+  if (s.datagram) return DatagramEnd(s);
   if (s.peek == 0) return {kEof, 0, false};
   if (s.peek < 0 && s.peek != -EAGAIN) return {kError, -s.peek, false};
   // Bytes waiting (or none) and no reason anywhere.

@@ -16,11 +16,13 @@ enum class Kernel { kOpenBSD, kFreeBSD };
 // What the engine saw, in the order it looks.
 struct EndSignals {
   Kernel kernel = Kernel::kFreeBSD;
+  bool datagram = false;  // a UDP splice (OpenBSD's kernel): no EOF
   int64_t count = 0;  // getsockopt(SO_SPLICE) once unspliced
   int64_t max = 0;    // the flow's max for this splice; 0: none
   int so_error = 0;   // the source's SO_ERROR, read (and so cleared)
-  // recv(MSG_PEEK) of one byte from the source: 1 data waiting, 0 EOF,
-  // -errno (-EAGAIN: nothing there).
+  // recv(MSG_PEEK) of one byte from the source: 1 data waiting, 0 EOF (for
+  // a datagram splice: an empty datagram waiting), -errno (-EAGAIN: nothing
+  // there).
   int peek = 0;
   // The drain's failure: 0 while it can still send; its SO_ERROR, or EPIPE
   // when it can send no more without one.

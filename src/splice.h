@@ -52,7 +52,8 @@ struct Result {
   int flow = 0;
   bool last = true;            // no flow of the relay is left after this one
   int64_t bytes = 0;           // bytes written to the drain by the engine
-  int64_t datagrams = 0;       // datagrams among them (datagram relays)
+  int64_t datagrams = 0;       // datagrams among them (datagram relays);
+                               // -1: the kernel counts bytes only (OpenBSD)
   Reason reason = kEof;
   int error = 0;               // errno, for kError
   const char* syscall = "";    // the call that failed, for kError
@@ -89,9 +90,6 @@ struct Stats {
 
 std::unique_ptr<Engine, void (*)(Engine*)> CreateEngine();
 const char* BackendName();
-// Whether Start takes UDP sockets: Linux and FreeBSD pump datagrams in the
-// engine; OpenBSD's engine refuses them (EPROTONOSUPPORT).
-bool DatagramRelays();
 
 // Validates the descriptors and duplicates them (one duplicate per socket);
 // moves nothing until Run(). On failure returns null and fills *err; nothing

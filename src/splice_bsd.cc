@@ -2,8 +2,9 @@
 // bytes (setsockopt SO_SPLICE); this file sets the option, watches for the
 // end and finds its reason (bsd_end.cc decides it). Written from
 // setsockopt(2) and the kernels' sys/kern/uipc_socket.c; compiled only where
-// SO_SPLICE exists. FreeBSD splices TCP only: there UDP relays are pumped
-// by this engine's thread (datagram_pump.cc).
+// SO_SPLICE exists. OpenBSD's kernel splices UDP as well; FreeBSD splices TCP
+// only, and there UDP relays are pumped by this engine's thread
+// (datagram_pump.cc).
 #include "bsd_end.h"
 #ifdef __FreeBSD__
 #include "datagram_pump.h"
@@ -38,10 +39,8 @@ namespace {
 
 #ifdef __OpenBSD__
 constexpr Kernel kKernel = Kernel::kOpenBSD;
-constexpr bool kDatagrams = false;
 #else
 constexpr Kernel kKernel = Kernel::kFreeBSD;
-constexpr bool kDatagrams = true;  // UDP relays, pumped here
 #endif
 
 // FreeBSD records no end reason and its sp_idle is a lifetime limit: idle,
@@ -66,7 +65,7 @@ class Splice {
   Options options;
   std::shared_ptr<Relay> relay;  // until it has ended: its ends go there
   Engine* engine = nullptr;
-  bool datagram = false;  // FreeBSD UDP: pumped by the engine, not spliced
+  bool datagram = false;  // UDP: spliced on OpenBSD, pumped here on FreeBSD
   // Worker thread only.
   bool ended = false;
   bool awaiting_room = false;  // spliced again (or pumped) once the drain has room
@@ -216,9 +215,7 @@ bool CheckSocket(int fd, bool drain, SocketId* id, int* type, SysError* err) {
     *err = {e, "getsockopt"};
     return false;
   }
-  // FreeBSD splices TCP and pumps UDP; OpenBSD's kernel splices UDP too,
-  // but that path is not wired to this engine.
-  bool udp = kDatagrams && *type == SOCK_DGRAM && protocol == IPPROTO_UDP;
+  bool udp = *type == SOCK_DGRAM && protocol == IPPROTO_UDP;
   if (!udp && (*type != SOCK_STREAM || protocol != IPPROTO_TCP)) {
     *err = {EPROTONOSUPPORT, "setsockopt"};
     return false;
@@ -418,6 +415,7 @@ bool Engine::Fold(Splice& s) {
 void Engine::End(Splice& s, Reason asked) {
   EndSignals in;
   in.kernel = kKernel;
+  in.datagram = s.datagram;
   in.asked = asked;
   if (s.spliced) {
     // The kernel says ENOTCONN (FreeBSD) or EPROTO (OpenBSD) when it had
@@ -514,12 +512,14 @@ void Engine::Finish(Splice& s, Reason reason, int error, const char* syscall) {
   }
   s.ended = true;
   Result result;
-#ifdef __FreeBSD__
   if (s.datagram) {
+#ifdef __FreeBSD__
     s.base = s.moved;
     result.datagrams = s.queue.datagrams;
-  }
+#else
+    result.datagrams = -1;  // OpenBSD's kernel counts bytes only
 #endif
+  }
   {
     // Closing our duplicates drops their kqueue registrations with them.
     std::lock_guard<std::mutex> lock(s.mutex);
@@ -619,8 +619,6 @@ std::unique_ptr<Engine, void (*)(Engine*)> CreateEngine() {
 }
 
 const char* BackendName() { return "so_splice"; }
-
-bool DatagramRelays() { return kDatagrams; }
 
 std::shared_ptr<Relay> Start(Engine& engine, const RelaySpec& spec,
                              EndCallback on_end, SysError* err) {

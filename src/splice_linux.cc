@@ -1000,8 +1000,6 @@ std::unique_ptr<Engine, void (*)(Engine*)> CreateEngine() {
 
 const char* BackendName() { return "pipe"; }
 
-bool DatagramRelays() { return true; }
-
 std::shared_ptr<Relay> Start(Engine& engine, const RelaySpec& spec,
                              EndCallback on_end, SysError* err) {
   auto r = std::make_shared<Relay>(engine.shared());

@@ -4,8 +4,7 @@ import { finished } from 'node:stream'
 import { connectProxy } from '../../examples/connect-proxy.js'
 import { proxyHeader } from '../../examples/proxy-protocol.js'
 import { udpProxy } from './proxy-udp.js'
-import { type BackendName, backends, pickBackend } from '../backends.js'
-import { datagramBackend } from '../datagram.js'
+import { type BackendName, backends } from '../backends.js'
 import { fail, parseAddress, parseOptions, parseSize, parseWhole } from './args.js'
 import { maxIdle } from '../options.js'
 import { proxy } from '../proxy.js'
@@ -126,19 +125,12 @@ export async function main (args: string[]): Promise<number> {
   }
 
   if (values.udp) {
-    let udpBackend: BackendName
-    try {
-      // 'auto' runs UDP on userspace where the kernel splices TCP only.
-      udpBackend = datagramBackend(pickBackend(values.backend), undefined).name
-    } catch (err) {
-      fail(`--backend: ${(err as Error).message}`)
-    }
     return udpProxy({
       listen: { host: listen.host ?? '127.0.0.1', port: listen.port },
       to: to as { host: string, port: number },
       max: options.max,
       idle: options.idle ?? 30_000,
-      backend: udpBackend,
+      backend,
       target: hostPort(to!.host, to!.port),
       hostPort
     })

@@ -35,6 +35,12 @@ EndSignals S(Kernel k, int64_t count, int64_t max, int so_error, int peek,
   return s;
 }
 
+// The same signals from a UDP splice.
+EndSignals U(EndSignals s) {
+  s.datagram = true;
+  return s;
+}
+
 constexpr EndDecision End(Reason r, int error = 0) { return {r, error, false}; }
 constexpr EndDecision kAgain = {kEof, 0, true};
 
@@ -54,6 +60,22 @@ const Row rows[] = {
     {"OpenBSD sosplice(-1) found it ended (EPROTO): the real end, EOF", S(O, 9, 0, 0, 0, 0, kUnsplice), End(kEof)},
     {"OpenBSD sosplice(-1) found it ended (EPROTO): the real end, max", S(O, 9, 9, EFBIG, 1, 0, kClose), End(kMax)},
     {"OpenBSD: ETIMEDOUT is idle only here", S(O, 0, 0, ETIMEDOUT, 1), End(kIdle)},
+    // OpenBSD, UDP (PR_ATOMIC in somove()): no EOF, whole datagrams
+    {"OpenBSD UDP somove(): max reached exactly, EFBIG", U(S(O, 900, 900, EFBIG, 1)), End(kMax)},
+    {"OpenBSD UDP somove(): EFBIG is never a short splice", U(S(O, 600, 900, EFBIG, 1)), End(kMax)},
+    {"OpenBSD UDP somove(): a datagram past max stays in the source, nothing recorded",
+     U(S(O, 900, 1000, 0, 1)), End(kMax)},
+    {"OpenBSD UDP somove(): an empty datagram is not EOF", U(S(O, 10, 0, 0, 0)), End(kUnsplice)},
+    {"OpenBSD UDP somove(): the next datagram, empty, past max", U(S(O, 900, 1000, 0, 0)), End(kMax)},
+    {"OpenBSD UDP somove(): larger than the drain's buffer, EMSGSIZE", U(S(O, 10, 0, EMSGSIZE, 1)), End(kError, EMSGSIZE)},
+    {"OpenBSD UDP somove(): the drain's ICMP error", U(S(O, 10, 0, ECONNREFUSED, -EAGAIN)), End(kError, ECONNREFUSED)},
+    {"OpenBSD UDP soidle(): idle, ETIMEDOUT", U(S(O, 10, 0, ETIMEDOUT, -EAGAIN)), End(kIdle)},
+    {"OpenBSD UDP sosplice(-1) of ours went first", U(S(O, 10, 1000, 0, 1, 0, kUnsplice, true)), End(kUnsplice)},
+    {"OpenBSD UDP sosplice(-1) found it ended: max, the datagram past it waiting",
+     U(S(O, 900, 1000, 0, 1, 0, kUnsplice)), End(kMax)},
+    {"OpenBSD UDP sosplice(-1) found it ended, nothing decisive: the end asked for",
+     U(S(O, 10, 0, 0, -EAGAIN, 0, kIdle)), End(kIdle)},
+    {"OpenBSD UDP sounsplice() by someone else, nothing waiting", U(S(O, 10, 0, 0, -EAGAIN)), End(kUnsplice)},
     // FreeBSD
     {"FreeBSD so_splice_xfer(): max reached, nothing recorded", S(F, 100, 100, 0, -EAGAIN), End(kMax)},
     {"FreeBSD so_splice_xfer(): max reached, bytes past it waiting", S(F, 100, 100, 0, 1), End(kMax)},

@@ -536,7 +536,7 @@ void BadInputs(Engine& engine) {
     expect("UDP into TCP", udp, line.drain, {EPROTONOSUPPORT});
     expect("a socket into itself", line.source, line.source, {EINVAL});
     expect("UDP into an unconnected UDP drain", udp, unconnected_udp,
-           {DatagramRelays() ? ENOTCONN : EPROTONOSUPPORT});
+           {ENOTCONN});
     // A source already spliced.
     Ends first;
     auto relay = StartOne(engine, line, first, {});
@@ -606,6 +606,17 @@ struct UdpLine {
   }
 };
 
+// The count a result gives for n datagrams: OpenBSD's kernel counts the
+// bytes it splices, not the datagrams (-1).
+int64_t Counted(int64_t n) {
+#ifdef __OpenBSD__
+  (void)n;
+  return -1;
+#else
+  return n;
+#endif
+}
+
 bool SendDatagram(int fd, const std::vector<char>& d) {
   for (;;) {
     ssize_t n = send(fd, d.data(), d.size(), 0);
@@ -643,12 +654,6 @@ std::shared_ptr<Relay> StartUdp(Engine& engine, int source, int drain, Ends& end
   spec.flow[1].on = both;
   SysError err;
   auto relay = Start(engine, spec, ends.Callback(), &err);
-  if (!DatagramRelays()) {
-    CHECK(!relay && err.error == EPROTONOSUPPORT, "UDP: %s, not EPROTONOSUPPORT",
-          relay ? "accepted" : std::strerror(err.error));
-    std::printf("      refused with EPROTONOSUPPORT: this engine relays TCP only\n");
-    return nullptr;
-  }
   CHECK(relay, "Start: %s %s", err.syscall, std::strerror(err.error));
   Run(relay);
   return relay;
@@ -675,7 +680,7 @@ void UdpBoundaries(Engine& engine, int family) {
   Stop(relay, kUnsplice);
   ExpectEnd(ends, kUnsplice, 5000);
   Result r = ends.Take();
-  CHECK(r.bytes == 66908 && r.datagrams == 4, "%lld bytes in %lld datagrams, not 66908 in 4", (long long)r.bytes,
+  CHECK(r.bytes == 66908 && r.datagrams == Counted(4), "%lld bytes in %lld datagrams, not 66908 in 4", (long long)r.bytes,
         (long long)r.datagrams);
   CHECK(Wait(line.reader, POLLIN, 100) == 0, "the drain got more than was sent");
 }
@@ -720,7 +725,7 @@ void UdpMany(Engine& engine) {
   Stop(relay, kUnsplice);
   ExpectEnd(ends, kUnsplice, 5000);
   Result r = ends.Take();
-  CHECK(r.datagrams == n && r.bytes == bytes, "%lld datagrams, %lld bytes; sent %u, %lld", (long long)r.datagrams,
+  CHECK(r.datagrams == Counted(n) && r.bytes == bytes, "%lld datagrams, %lld bytes; sent %u, %lld", (long long)r.datagrams,
         (long long)r.bytes, n, (long long)bytes);
 }
 
@@ -735,7 +740,7 @@ void UdpMax(Engine& engine) {
   for (uint32_t i = 0; i < 5; i++) CHECK(SendDatagram(line.writer, Datagram(22, i, 300)), "send");
   ExpectEnd(ends, kMax, 5000);
   Result r = ends.Take();
-  CHECK(r.bytes == 900 && r.datagrams == 3, "%lld bytes in %lld datagrams, not 900 in 3", (long long)r.bytes,
+  CHECK(r.bytes == 900 && r.datagrams == Counted(3), "%lld bytes in %lld datagrams, not 900 in 3", (long long)r.bytes,
         (long long)r.datagrams);
   for (uint32_t i = 0; i < 3; i++) ExpectDatagram(line.reader, 22, i, 300);
   CHECK(Wait(line.reader, POLLIN, 200) == 0, "the drain got more than max");
@@ -760,7 +765,7 @@ void UdpIdle(Engine& engine) {
   ExpectEnd(ends, kIdle, 5000);
   int64_t took = NowMs() - last;
   CHECK(took >= 250 && took <= 1400, "idle ended %lld ms after the last datagram", (long long)took);
-  CHECK(ends.Take().datagrams == 12, "%lld datagrams, not 12", (long long)ends.Take().datagrams);
+  CHECK(ends.Take().datagrams == Counted(12), "%lld datagrams, not 12", (long long)ends.Take().datagrams);
   for (uint32_t i = 0; i < 12; i++) ExpectDatagram(line.reader, 23, i, 10);
 }
 
@@ -793,7 +798,7 @@ void UdpUnspliceMidway(Engine& engine) {
   writer.join();
   for (; RecvDatagram(line.reader, got, 300) >= 0; at++)
     CHECK(got == Datagram(24, at, 400), "the drain's datagram %u is not the one sent", at);
-  CHECK(r.datagrams == at && r.bytes == int64_t{at} * 400, "%lld datagrams, %lld bytes; the drain got %u",
+  CHECK(r.datagrams == Counted(at) && r.bytes == int64_t{at} * 400, "%lld datagrams, %lld bytes; the drain got %u",
         (long long)r.datagrams, (long long)r.bytes, at);
   for (; at < n; at++) ExpectDatagram(line.source, 24, at, 400, 2000);
   CHECK(Wait(line.source, POLLIN, 100) == 0, "the source holds more than was sent");
@@ -845,7 +850,7 @@ void UdpProxy(Engine& engine) {
       CHECK(ends.Wait(2, 5000), "both flows did not end");
       for (int f = 0; f < 2; f++) {
         Result r = ends.Take(f);
-        CHECK(r.reason == kUnsplice && r.datagrams == n, "flow %d: '%s', %lld datagrams", f, ReasonName(r.reason),
+        CHECK(r.reason == kUnsplice && r.datagrams == Counted(n), "flow %d: '%s', %lld datagrams", f, ReasonName(r.reason),
               (long long)r.datagrams);
       }
     }
