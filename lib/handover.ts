@@ -45,22 +45,23 @@ export interface Hold {
 export function holdReading (socket: net.Socket, flowing = socket.readableFlowing): Hold {
   const s = internals(socket)
   socket.pause()
-  // pause() alone leaves libuv reading until Node's buffer is full.
+  // pause() alone leaves libuv reading until Node's buffer is full. Node
+  // starts reading only when it thinks the handle is not (`reading`): a
+  // resume() or a 'data' listener while held then starts nothing. Nothing
+  // is added to the socket itself, which would cost V8 its shape.
   const handle = s._handle
-  if (handle?.reading) {
-    handle.reading = false
+  if (handle) {
     const status = handle.readStop()
     if (status < 0) throw systemError(util.getSystemErrorName(status), 'uv_read_stop')
+    handle.reading = true
   }
-  // A resume() or a 'data' listener while held would start reading again.
-  s._read = () => {}
   return {
     release () {
-      delete (s as Partial<Internals>)._read
-      if (socket.destroyed) return
+      if (socket.destroyed || !handle) return
       // Node may be waiting for a read it started before the hold, or one
       // asked for during it: restart reading, as Node does for a new socket.
       // Node then finds an EOF the kernel saw and emits 'end'.
+      handle.reading = false
       s._read(socket.readableHighWaterMark)
       restoreFlowing(socket, flowing)
     }
