@@ -57,9 +57,11 @@ export interface NativeBinding {
   /**
    * Holds the sockets (and keeps the loop alive) until run() or stop(): call
    * one of them, unless `flags` has Run. `max0`, `max1`: each flow's limit.
+   * `prefix0`, `prefix1` (pipe only): bytes for each flow's drain ahead of
+   * its source's, counted in its bytes but not against its limit.
    */
   start (fd0: number, fd1: number, max0: number, max1: number, idle: number, flags: number,
-    onEnd: NativeEnd): NativeHandle
+    onEnd: NativeEnd, prefix0?: Buffer, prefix1?: Buffer): NativeHandle
   run (handle: NativeHandle): void
   /** Ends every flow still going. */
   stop (handle: NativeHandle, reason: Reason.Unsplice | Reason.Close): void

@@ -167,8 +167,11 @@ export class Relay {
 
   /**
    * Gives the live flows to the kernel: Node stops reading, and what it
-   * had buffered and what is queued on the drains go out first. When there
-   * is nothing of either, the kernel starts in the same call.
+   * had buffered and what is queued on the drains go out first. When
+   * nothing is queued on the drains, the kernel starts in the same call,
+   * and the pipe engine writes Node's buffered bytes itself, ahead of the
+   * source's; otherwise JavaScript writes them and the kernel starts once
+   * they are out.
    */
   #handOver (atStart: boolean) {
     const native = this.#native!
@@ -179,6 +182,7 @@ export class Relay {
     let flags = Flag.Checked | Flag.Residual
     const limits = [0, 0]
     const heads = [0, 0]
+    const engineWritesHeads = native.backend === 'pipe'
     let quiet = true
     for (const f of live) {
       if (f.copy) {
@@ -193,16 +197,23 @@ export class Relay {
       limits[f.index] = max > 0 ? max - f.base - head : 0
       f.kernel = max === 0 || limits[f.index] > 0
       if (f.kernel) flags |= (Flag.Flow0 << f.index) | (end ? Flag.End0 << f.index : 0)
-      if (head > 0 || f.drain.writableLength > 0) quiet = false
+      if (f.drain.writableLength > 0 || (head > 0 && !(engineWritesHeads && f.kernel))) quiet = false
     }
-    if (quiet) flags |= Flag.Run
+    // Taken from Node for the engine: given back if it refuses.
+    const engineHeads: (Buffer | undefined)[] = [undefined, undefined]
+    if (quiet) {
+      flags |= Flag.Run
+      for (const f of live) if (heads[f.index] > 0) engineHeads[f.index] = takeBuffered(f.source, heads[f.index])
+    }
     try {
       if (flags & (Flag.Flow0 | Flag.Flow1)) {
         this.#handle = native.start(fdOf(this.#sockets[0]), fdOf(this.#sockets[1]), limits[0], limits[1], idle,
-          flags, this.#nativeEnd)
+          flags, this.#nativeEnd, engineHeads[0], engineHeads[1])
       }
     } catch (error) {
       for (const f of live) {
+        const head = engineHeads[f.index]
+        if (head) f.source.unshift(head)
         f.hold!.release()
         f.hold = undefined
         f.kernel = false

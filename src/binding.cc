@@ -48,8 +48,9 @@ int Descriptor(const Napi::Value& v, const char* name, const char* syscall) {
 }
 
 // start(fd0, fd1, max0, max1, idleMs, flags,
-//       onEnd(flow, bytes, reason, error, residual, datagrams)): flow 0 moves fd0 into
-// fd1, flow 1 fd1 into fd0; `flags` (kFlag*) says which run and how.
+//       onEnd(flow, bytes, reason, error, residual, datagrams)[, prefix0, prefix1]):
+// flow 0 moves fd0 into fd1, flow 1 fd1 into fd0; `flags` (kFlag*) says
+// which run and how; a prefix (a Buffer) goes to the flow's drain first.
 enum Flag {
   kFlow0 = 1,
   kFlow1 = 2,
@@ -82,6 +83,15 @@ Napi::Value StartRelay(const Napi::CallbackInfo& info) {
     throw Napi::RangeError::New(env, "flags name no flow");
   if (!info[6].IsFunction())
     throw Napi::TypeError::New(env, "onEnd must be a function");
+  for (int f = 0; f < 2; f++) {
+    Napi::Value v = info[7 + f];
+    if (v.IsUndefined()) continue;
+    if (!v.IsBuffer())
+      throw Napi::TypeError::New(env, f == 0 ? "prefix0 must be a Buffer"
+                                             : "prefix1 must be a Buffer");
+    auto bytes = v.As<Napi::Buffer<char>>();
+    spec.prefix[f].assign(bytes.Data(), bytes.Data() + bytes.Length());
+  }
 
   Addon* addon = env.GetInstanceData<Addon>();
   auto handle = std::make_shared<Handle>();

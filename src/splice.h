@@ -46,6 +46,10 @@ struct RelaySpec {
   // Datagram sockets (known from SO_TYPE when not `checked`): boundaries
   // kept, `max` never splits one, no EOF, no residual.
   bool datagram = false;
+  // Bytes for each flow's drain ahead of its source's: what Node had
+  // already read from the source. Counted in Result::bytes, not in `max`
+  // (which counts the source's). The Linux engine only; so_splice refuses.
+  std::vector<char> prefix[2];
 };
 
 struct Result {

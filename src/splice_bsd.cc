@@ -628,6 +628,11 @@ std::shared_ptr<Relay> Start(Engine& engine, const RelaySpec& spec,
     if (!CheckSocket(spec.fd[i], spec.flow[1 - i].on, &id[i], &type[i], err))
       return nullptr;
   }
+  // The kernel splices the source's bytes only.
+  if (!spec.prefix[0].empty() || !spec.prefix[1].empty()) {
+    *err = {EINVAL, "setsockopt"};
+    return nullptr;
+  }
   // TCP with TCP, UDP with UDP.
   if (type[0] != type[1]) {
     *err = {EPROTONOSUPPORT, "setsockopt"};

@@ -138,6 +138,8 @@ struct Flow {
   Pipe pipe;
   size_t in_flight = 0;  // bytes in the pipe: out of the source, not yet in the drain
   DatagramQueue queue;   // datagram relays: counts and held datagrams
+  std::vector<char> prefix;  // for the drain before the source's bytes
+  size_t prefix_at = 0;      // how much of it has gone into the pipe
   int64_t pulled = 0;  // bytes taken from the source
   int64_t last_move = 0;
   Reason stopping = static_cast<Reason>(0);  // pull no more, then end so
@@ -661,6 +663,22 @@ void Worker::Pump(Relay& r, int f) {
         shared_.MarkReset(r.side[1 - f].id);
       return Finish(r, f, kError, error, "splice", true);
     }
+    // Node's bytes go first, through the pipe as if read from the source.
+    if (s.prefix_at < s.prefix.size()) {
+      SysError err;
+      if (!AcquirePipe(s, &err))
+        return Finish(r, f, kError, err.error, err.syscall, false);
+      ssize_t n = write(s.pipe.w, s.prefix.data() + s.prefix_at,
+                        s.prefix.size() - s.prefix_at);
+      if (n > 0) {
+        s.prefix_at += n;
+        s.in_flight = n;
+        continue;
+      }
+      // The pipe is empty here: it takes at least a page.
+      if (n < 0 && errno == EINTR) continue;
+      return Finish(r, f, kError, n < 0 ? errno : EIO, "write", false);
+    }
     if (s.stopping != 0) return Finish(r, f, s.stopping, 0, "", false);
     if (s.options.max > 0 && s.pulled >= s.options.max)
       return Finish(r, f, kMax, 0, "", false);
@@ -766,8 +784,9 @@ void Worker::Finish(Relay& r, int f, Reason reason, int error,
   Flow& s = r.flow[f];
   Result& result = s.result;
   result.flow = f;
-  // Bytes still in the pipe have left the source: JavaScript queues them on
-  // the drain. After a drain error they have nowhere to go.
+  // Bytes still in the pipe, and Node's not yet in it, have left the source:
+  // JavaScript queues them on the drain. After a drain error they have
+  // nowhere to go.
   if (!drain_failed && s.options.return_residual) {
     result.residual.resize(s.in_flight);
     size_t got = 0;
@@ -780,6 +799,8 @@ void Worker::Finish(Relay& r, int f, Reason reason, int error,
     }
     result.residual.resize(got);
     s.in_flight -= got;
+    result.residual.insert(result.residual.end(),
+                           s.prefix.begin() + s.prefix_at, s.prefix.end());
   }
   ReleasePipe(s);
   bool shut = false;
@@ -1003,7 +1024,10 @@ const char* BackendName() { return "pipe"; }
 std::shared_ptr<Relay> Start(Engine& engine, const RelaySpec& spec,
                              EndCallback on_end, SysError* err) {
   auto r = std::make_shared<Relay>(engine.shared());
-  for (int f = 0; f < 2; f++) r->flow[f].options = spec.flow[f];
+  for (int f = 0; f < 2; f++) {
+    r->flow[f].options = spec.flow[f];
+    r->flow[f].prefix = spec.prefix[f];
+  }
   // On failure the relay closes what it holds as it goes.
   r->datagram = spec.datagram;
   bool known = spec.checked

@@ -340,6 +340,87 @@ void Max(Engine& engine) {
         (unsigned long long)rest.digest.length, (unsigned long long)extra);
 }
 
+#ifdef __linux__
+// Node's bytes (a prefix) and the source's from where they stop.
+std::shared_ptr<Relay> StartWithPrefix(Engine& engine, Line& line, Ends& ends, uint64_t seed, uint64_t head,
+                                       int64_t max) {
+  RelaySpec spec;
+  spec.fd[0] = line.source;
+  spec.fd[1] = line.drain;
+  spec.flow[0].on = true;
+  spec.flow[0].max = max;
+  spec.prefix[0].resize(head);
+  Pattern(seed, 0, spec.prefix[0].data(), head);
+  SysError err;
+  auto relay = Start(engine, spec, ends.Callback(), &err);
+  CHECK(relay, "Start: %s %s", err.syscall, std::strerror(err.error));
+  Run(relay);
+  return relay;
+}
+
+// The prefix reaches the drain ahead of the source's bytes, counted but not
+// against max; larger than the pipe, it goes in over several writes.
+void Prefix(Engine& engine) {
+  const uint64_t head = 200 << 10, max = 1 << 20, extra = 1000;
+  Line line;
+  Ends ends;
+  auto relay = StartWithPrefix(engine, line, ends, 9, head, max);
+  Joined writer([&] { WritePattern(line.writer, 9, head, max + extra); });
+  ReadResult drained;
+  Joined reader([&] { drained = ReadAll(line.reader, head + max, 10000); });
+  ExpectEnd(ends, kMax);
+  writer.join();
+  reader.join();
+  Result r = ends.Take();
+  CHECK(r.bytes == static_cast<int64_t>(head + max), "bytes %lld, not the prefix and max", (long long)r.bytes);
+  CHECK(drained.digest == PatternDigest(9, 0, head + max), "the drain got %llu bytes, not the prefix then max",
+        (unsigned long long)drained.digest.length);
+  ReadResult rest = ReadAll(line.source, extra, 5000);
+  CHECK(rest.digest == PatternDigest(9, head + max, extra), "the source holds %llu of the %llu bytes past max",
+        (unsigned long long)rest.digest.length, (unsigned long long)extra);
+}
+
+// A drain that does not take the prefix: an unsplice gives back what it did
+// not take, pipe and all, after what it took.
+void PrefixBack(Engine& engine) {
+  const uint64_t head = 4 << 20;
+  Line line{Line::Narrow{}};
+  Ends ends;
+  auto relay = StartWithPrefix(engine, line, ends, 10, head, 0);
+  int64_t last = -1;
+  while (Bytes(*relay, 0) != last) {
+    last = Bytes(*relay, 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  Stop(relay, kUnsplice);
+  ExpectEnd(ends, kUnsplice, 5000);
+  Result r = ends.Take();
+  CHECK(r.bytes + static_cast<int64_t>(r.residual.size()) == static_cast<int64_t>(head),
+        "%lld bytes moved and %zu given back, not the %llu of the prefix", (long long)r.bytes, r.residual.size(),
+        (unsigned long long)head);
+  ReadResult drained = ReadAll(line.reader, r.bytes, 5000);
+  CHECK(drained.digest == PatternDigest(10, 0, r.bytes), "the drain got %llu bytes, not the prefix's first %lld",
+        (unsigned long long)drained.digest.length, (long long)r.bytes);
+  Digest back;
+  back.Add(r.residual.data(), r.residual.size());
+  CHECK(back == PatternDigest(10, r.bytes, r.residual.size()), "the residual is not the rest of the prefix");
+}
+#else
+// The kernel splices the source's bytes only: JavaScript writes Node's.
+void PrefixRefused(Engine& engine) {
+  Line line;
+  Ends ends;
+  RelaySpec spec;
+  spec.fd[0] = line.source;
+  spec.fd[1] = line.drain;
+  spec.flow[0].on = true;
+  spec.prefix[0] = {'x'};
+  SysError err;
+  auto relay = Start(engine, spec, ends.Callback(), &err);
+  CHECK(!relay && err.error == EINVAL, "a prefix: %s, not EINVAL", relay ? "accepted" : std::strerror(err.error));
+}
+#endif
+
 void Idle(Engine& engine) {
   Line line;
   Ends ends;
@@ -882,6 +963,12 @@ int main(int argc, char** argv) {
       {"EOF while the drain is full: nothing left behind in the source", EofWithDrainFull},
       {"max: exactly max moved, the rest readable from the source, SO_ERROR clear", Max},
       {"idle: a byte every 100 ms keeps idle 300 going; silence ends it", Idle},
+#ifdef __linux__
+      {"prefix (Node's bytes): first at the drain, counted, not against max", Prefix},
+      {"prefix a full drain does not take: unsplice gives the rest back, in order", PrefixBack},
+#else
+      {"a prefix is refused: EINVAL", PrefixRefused},
+#endif
       {"unsplice mid-transfer: drain + residual + the source's rest = all sent, in order",
        [](Engine& e) { StopMidway(e, kUnsplice); }},
       {"close mid-transfer: ends at once, nothing lost from the source",
