@@ -88,9 +88,10 @@ class Shared {
   std::vector<int> loads;  // live relays per worker
 
   // Records `fd`'s socket in its roles. The first flow to hold a blocking
-  // socket makes it non-blocking: splice(2) would block the worker.
+  // socket makes it non-blocking: splice(2) would block the worker. Node's
+  // sockets (`nonblocking`) are so already: libuv opens them that way.
   bool Join(const SocketId& id, int fd, bool source, bool drain, int worker,
-            SysError* err);
+            bool nonblocking, SysError* err);
   // Undoes Join for one role; the last role to leave restores the blocking
   // mode.
   bool Leave(const SocketId& id, int fd, bool Claim::*role, SysError* err);
@@ -179,6 +180,7 @@ class Relay {
   bool running = false;   // main thread: handed to the worker
   bool ended = false;     // worker: every flow has ended
   bool datagram = false;  // UDP sockets: datagrams, not a byte stream
+  bool nodes = false;     // Node's sockets (RelaySpec::checked): non-blocking
 };
 
 namespace {
@@ -267,7 +269,7 @@ class Engine {
     if (worker < 0) worker = LeastLoaded();
     for (int i = 0; i < 2; i++) {
       if (!shared_->Join(r.side[i].id, r.side[i].fd, r.flow[i].options.on,
-                         r.flow[1 - i].options.on, worker, err)) {
+                         r.flow[1 - i].options.on, worker, r.nodes, err)) {
         if (i == 1) {  // undo side 0; the error reported is the Join's
           SysError ignored;
           if (r.flow[0].options.on)
@@ -328,12 +330,12 @@ class Engine {
 };
 
 bool Shared::Join(const SocketId& id, int fd, bool source, bool drain,
-                  int worker, SysError* err) {
+                  int worker, bool nonblocking, SysError* err) {
   if (!source && !drain) return true;
   auto [it, fresh] = claims.try_emplace(id);
   Claim& claim = it->second;
-  if (fresh) {
-    claim.worker = worker;
+  if (fresh) claim.worker = worker;
+  if (fresh && !nonblocking) {
     int flags = fcntl(fd, F_GETFL);
     claim.made_nonblocking = flags >= 0 && !(flags & O_NONBLOCK);
     if (flags < 0 || (claim.made_nonblocking &&
@@ -1030,6 +1032,7 @@ std::shared_ptr<Relay> Start(Engine& engine, const RelaySpec& spec,
   }
   // On failure the relay closes what it holds as it goes.
   r->datagram = spec.datagram;
+  r->nodes = spec.checked;
   bool known = spec.checked
                    ? IdentifySocket(spec.fd[0], &r->side[0].id, err) &&
                          IdentifySocket(spec.fd[1], &r->side[1].id, err)
