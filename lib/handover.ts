@@ -34,8 +34,11 @@ export function handleKind (socket: net.Socket): string | undefined {
 }
 
 export interface Hold {
-  /** Gives reading back to Node. */
-  release (): void
+  /**
+   * Gives reading back to Node; `eof`: the relay read the source to its
+   * end of file, which Node then learns without reading it again.
+   */
+  release (eof: boolean): void
 }
 
 /**
@@ -56,13 +59,19 @@ export function holdReading (socket: net.Socket, flowing = socket.readableFlowin
     handle.reading = true
   }
   return {
-    release () {
+    release (eof) {
       if (socket.destroyed || !handle) return
+      handle.reading = false
       // Node may be waiting for a read it started before the hold, or one
       // asked for during it: restart reading, as Node does for a new socket.
-      // Node then finds an EOF the kernel saw and emits 'end'.
-      handle.reading = false
-      s._read(socket.readableHighWaterMark)
+      // At an EOF there is nothing left to read: Node is told, as its own
+      // read would have (a readStart, a read and a readStop fewer).
+      if (eof) {
+        socket.push(null)
+        socket.read(0)
+      } else {
+        s._read(socket.readableHighWaterMark)
+      }
       restoreFlowing(socket, flowing)
     }
   }

@@ -214,7 +214,7 @@ export class Relay {
       for (const f of live) {
         const head = engineHeads[f.index]
         if (head) f.source.unshift(head)
-        f.hold!.release()
+        f.hold!.release(false)
         f.hold = undefined
         f.kernel = false
       }
@@ -281,7 +281,7 @@ export class Relay {
       f.copy = undefined
     }
     if (f.hold) {
-      f.hold.release()
+      f.hold.release(end.reason === Reason.Eof)
       f.hold = undefined
     } else if (!f.source.destroyed) {
       restoreFlowing(f.source, f.flowing)
