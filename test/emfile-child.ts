@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import { splice } from '../lib/index.js'
 import { native } from '../lib/native.js'
-import { receive, rig, send } from './helpers.js'
+import { digest, eventually, receive, rig, send, stream } from './helpers.js'
 
 // Run by emfile.test.ts under a low descriptor limit: fills the descriptor
 // table, frees k descriptors, and tries a kernel splice each time.
@@ -40,9 +40,30 @@ async function attempt (r: Rig, seed: string): Promise<string> {
   return 'moved'
 }
 
+/**
+ * A start refused with bytes Node had already read from the source (which
+ * the pipe engine would have written first) leaves them in the source.
+ */
+async function refusedWithBytes (r: Rig): Promise<string> {
+  const data = stream('emfile-held')(1000)
+  r.sender.write(data)
+  assert.ok(await eventually(() => r.source.readableLength === data.length), 'the bytes did not reach Node')
+  fill()
+  let code: string | undefined
+  try {
+    splice(r.source, r.drain, { backend: 'pipe' })
+  } catch (err) {
+    code = (err as NodeJS.ErrnoException).code
+  }
+  for (const fd of held.splice(0)) fs.closeSync(fd)
+  assert.equal(code, 'EMFILE')
+  assert.deepEqual(digest(r.source.read(data.length) as Buffer), digest(data))
+  return 'given back'
+}
+
 async function main () {
   const rigs: Rig[] = []
-  for (let k = 0; k <= 9; k++) rigs.push(await rig())
+  for (let k = 0; k <= 10; k++) rigs.push(await rig())
   const outcomes: { free: number, outcome: string, workers: number }[] = []
   for (let free = 0; free <= 8; free++) {
     fill()
@@ -50,10 +71,11 @@ async function main () {
     const outcome = await attempt(rigs[free], `emfile-${free}`)
     outcomes.push({ free, outcome, workers: native!.stats().workers })
   }
-  for (const fd of held) fs.closeSync(fd)
+  for (const fd of held.splice(0)) fs.closeSync(fd)
   const last = await attempt(rigs[9], 'emfile-last')
+  const givenBack = await refusedWithBytes(rigs[10])
   for (const r of rigs) r.destroy()
-  console.log(JSON.stringify({ outcomes, last }))
+  console.log(JSON.stringify({ outcomes, last, held: givenBack }))
 }
 
 main().catch(err => {
