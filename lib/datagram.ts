@@ -117,7 +117,8 @@ export class DatagramRelay {
 
   /** Ends every flow still going; an unsplice lets datagrams held for the drain go first. */
   stop (reason: Reason, error?: Error): void {
-    if (this.#ended || (this.#stopped && this.#stopped.reason !== Reason.Unsplice)) return
+    const stopped = this.#stopped
+    if (this.#ended || (stopped && (stopped.reason !== Reason.Unsplice || reason === Reason.Unsplice))) return
     this.#stopped = { reason, error }
     if (this.#handle) {
       this.#options.backend.native!.stop(this.#handle, reason === Reason.Unsplice ? Reason.Unsplice : Reason.Close)
@@ -132,7 +133,7 @@ export class DatagramRelay {
 
   /**
    * Node stops receiving on the sources while the engine reads them: a
-   * bound Node socket is always receiving, so it starts again at the end.
+   * bound Node socket is always receiving, so it starts again as its flow ends.
    * Datagrams Node had received were emitted already.
    */
   #start () {
@@ -146,8 +147,8 @@ export class DatagramRelay {
         throw systemError('EBUSY', 'splice', 'the drain has sends still queued in Node: splice once their callbacks have run')
       }
     }
-    for (const f of this.flows) this.#recv(f.source, false)
     try {
+      for (const f of this.flows) this.#recv(f.source, false)
       this.#handle = native.start(handleOf(this.#sockets[0])!.fd, handleOf(this.#sockets[1])!.fd, max, max, idle,
         flags, this.#nativeEnd)
     } catch (error) {
@@ -194,11 +195,12 @@ export class DatagramRelay {
     f.end = end
     f.copy?.detach()
     this.#claim?.free(f)
+    // Its source is an ordinary socket again, whatever the other flow does.
+    if (this.#held.includes(f.source)) this.#recv(f.source, true)
     const done = this.flows.every(g => g.end)
     if (done) {
       this.#ended = true
       this.#claim?.end()
-      this.#release()
     }
     this.#onFlowEnd(f)
     if (done) this.#onDone(this.flows)
