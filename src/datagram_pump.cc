@@ -5,6 +5,7 @@
 // read of 0 is an empty datagram).
 #include "datagram_pump.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -53,7 +54,10 @@ PumpOutcome DatagramPump::Pump(int source, int drain, int64_t max,
         out.kind = PumpOutcome::kMax;
         return out;
       }
-      if (room < static_cast<int64_t>(kBatch * kSlot)) {
+      // A slot holds any datagram: a batch of room / kSlot cannot pass max.
+      want = static_cast<int>(
+          std::min<int64_t>(kBatch, room / static_cast<int64_t>(kSlot)));
+      if (want == 0) {
         // Near max, one at a time: a datagram that would pass it stays in
         // the source. A peek into a slot gives its whole length.
         ssize_t next = recv(source, slots_.get(), kSlot, MSG_PEEK | MSG_DONTWAIT);
@@ -186,7 +190,6 @@ void DatagramPump::Hold(DatagramQueue& q, const iovec* datagrams, int n) {
     const char* data = static_cast<const char*>(datagrams[i].iov_base);
     q.held.insert(q.held.end(), data, data + datagrams[i].iov_len);
     q.held_sizes.push_back(datagrams[i].iov_len);
-    q.held_bytes += datagrams[i].iov_len;
   }
 }
 
@@ -207,7 +210,6 @@ bool DatagramPump::SendHeld(int drain, DatagramQueue& q,
   for (int i = 0; i < sent; i++) bytes += q.held_sizes[i];
   q.held.erase(q.held.begin(), q.held.begin() + bytes);
   q.held_sizes.erase(q.held_sizes.begin(), q.held_sizes.begin() + sent);
-  q.held_bytes -= bytes;
   return out->kind != PumpOutcome::kTooLarge;
 }
 

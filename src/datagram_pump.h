@@ -26,7 +26,6 @@ struct DatagramQueue {
   // writable again; nothing more is taken from the source meanwhile.
   std::vector<char> held;
   std::vector<size_t> held_sizes;
-  size_t held_bytes = 0;
   bool gso = true;  // the drain takes UDP GSO sends, until it refuses one
 };
 

@@ -137,6 +137,22 @@ function udpSuite (backend: BackendName) {
     r.close()
   })
 
+  it('max far above one datagram: the batches stay within it, and the datagram that would pass it stays for JavaScript', async () => {
+    const r = await udpRig()
+    const mine: Buffer[] = []
+    r.source.on('message', (m: Buffer) => mine.push(m))
+    // 1,000 datagrams of 300 bytes fit, with 100 bytes to spare.
+    const s = splice(r.source, r.drain, { backend, max: 300_100 })
+    const datagrams = numbered(1001, 300, 'max-batches')
+    await sendPaced(r.sender, datagrams.slice(0, 1000), () => r.got.length, 128)
+    r.sender.send(datagrams[1000])
+    assert.deepEqual(await within(s.done, 5000, 'ended at max'), udpResult(backend, 300_000, 1000, 'max'))
+    assert.ok(await eventually(() => mine.length === 1))
+    assert.deepEqual(mine.map(digest), [digest(datagrams[1000])])
+    assert.deepEqual(r.got.map(digest), datagrams.slice(0, 1000).map(digest))
+    r.close()
+  })
+
   it('idle: a datagram every 100 ms keeps idle 300 going; silence ends it', async () => {
     const r = await udpRig()
     const s = splice(r.source, r.drain, { backend, idle: 300 })
@@ -238,6 +254,35 @@ function udpSuite (backend: BackendName) {
     a.close()
     const { aToB, bToA } = await p
     assert.deepEqual([aToB, bToA], [udpResult(backend, 500_000, 500, 'close'), udpResult(backend, 420_000, 300, 'close')])
+    for (const x of [client, server, b]) x.close()
+  })
+
+  it('proxy(): a direction that ends (max) gives its source back while the other goes on', async () => {
+    const client = await udp('udp4')
+    const server = await udp('udp4')
+    const a = await udp('udp4', portOf(client))
+    const b = await udp('udp4', portOf(server))
+    await new Promise<void>(resolve => client.connect(portOf(a), '127.0.0.1', resolve))
+    await new Promise<void>(resolve => server.connect(portOf(b), '127.0.0.1', resolve))
+    const up: Buffer[] = []
+    const down: Buffer[] = []
+    const kept: Buffer[] = []
+    server.on('message', (m: Buffer) => up.push(m))
+    client.on('message', (m: Buffer) => down.push(m))
+    a.on('message', (m: Buffer) => kept.push(m))
+    const p = proxy(a, b, { backend, max: 1000 })
+    const ups = numbered(4, 300, 'up-max')
+    await sendPaced(client, ups.slice(0, 3), () => up.length)
+    client.send(ups[3])
+    // a to b has ended at max; its fourth datagram reaches a's listener now.
+    assert.ok(await eventually(() => kept.length === 1), 'the source was not given back while the other direction ran')
+    assert.deepEqual(kept.map(digest), [digest(ups[3])])
+    const downs = numbered(3, 200, 'down-max')
+    await sendPaced(server, downs, () => down.length)
+    assert.deepEqual(down.map(digest), downs.map(digest))
+    a.close()
+    const { aToB, bToA } = await p
+    assert.deepEqual([aToB, bToA], [udpResult(backend, 900, 3, 'max'), udpResult(backend, 600, 3, 'close')])
     for (const x of [client, server, b]) x.close()
   })
 
