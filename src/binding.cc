@@ -97,7 +97,7 @@ Napi::Value StartRelay(const Napi::CallbackInfo& info) {
   auto handle = std::make_shared<Handle>();
   handle->channel = addon->channel;
   SysError err;
-  handle->relay = Start(*addon->engine, spec, addon->channel->For(handle), &err);
+  handle->relay = Start(*addon->engine, std::move(spec), addon->channel->For(handle), &err);
   if (!handle->relay) throw ErrnoError(env, err.error, err.syscall);
   handle->on_end = Napi::Persistent(info[6].As<Napi::Function>());
   addon->channel->Hold(env, *handle);

@@ -98,7 +98,7 @@ const char* BackendName();
 // Validates the descriptors and duplicates them (one duplicate per socket);
 // moves nothing until Run(). On failure returns null and fills *err; nothing
 // is left open.
-std::shared_ptr<Relay> Start(Engine& engine, const RelaySpec& spec,
+std::shared_ptr<Relay> Start(Engine& engine, RelaySpec spec,
                              EndCallback on_end, SysError* err);
 void Run(const std::shared_ptr<Relay>& relay);
 // Asks every flow still going to end with kUnsplice (after what is in flight

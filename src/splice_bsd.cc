@@ -620,7 +620,7 @@ std::unique_ptr<Engine, void (*)(Engine*)> CreateEngine() {
 
 const char* BackendName() { return "so_splice"; }
 
-std::shared_ptr<Relay> Start(Engine& engine, const RelaySpec& spec,
+std::shared_ptr<Relay> Start(Engine& engine, RelaySpec spec,
                              EndCallback on_end, SysError* err) {
   SocketId id[2];
   int type[2];

@@ -12,6 +12,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -1007,8 +1008,10 @@ bool CheckPair(const RelaySpec& spec, SocketId* id0, SocketId* id1,
       return false;
   }
   *datagram = type[0] == SOCK_DGRAM;
-  if (type[0] != type[1] || (type[0] != SOCK_STREAM && !*datagram) ||
-      proto[0] != proto[1]) {
+  // Datagrams over UDP only: a run sent as one GSO send comes out as the
+  // same datagrams there, and as one on a Unix socket.
+  if (type[0] != type[1] || proto[0] != proto[1] ||
+      (type[0] != SOCK_STREAM && !(*datagram && proto[0] == IPPROTO_UDP))) {
     *err = {EPROTONOSUPPORT, "splice"};
     return false;
   }
@@ -1023,12 +1026,12 @@ std::unique_ptr<Engine, void (*)(Engine*)> CreateEngine() {
 
 const char* BackendName() { return "pipe"; }
 
-std::shared_ptr<Relay> Start(Engine& engine, const RelaySpec& spec,
+std::shared_ptr<Relay> Start(Engine& engine, RelaySpec spec,
                              EndCallback on_end, SysError* err) {
   auto r = std::make_shared<Relay>(engine.shared());
   for (int f = 0; f < 2; f++) {
     r->flow[f].options = spec.flow[f];
-    r->flow[f].prefix = spec.prefix[f];
+    r->flow[f].prefix = std::move(spec.prefix[f]);
   }
   // On failure the relay closes what it holds as it goes.
   r->datagram = spec.datagram;

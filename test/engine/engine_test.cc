@@ -602,7 +602,9 @@ void BadInputs(Engine& engine) {
   to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   to.sin_port = htons(9);
   connect(udp, reinterpret_cast<sockaddr*>(&to), sizeof to);
-  int closed = dup(file);
+  int unix_dgram[2];
+  if (socketpair(AF_UNIX, SOCK_DGRAM, 0, unix_dgram) < 0) std::exit(2);
+  int closed = dup(file);  // the last one opened: nothing reuses its number
   close(closed);
   try {
     expect("a closed descriptor as source", closed, line.drain, {EBADF});
@@ -618,6 +620,8 @@ void BadInputs(Engine& engine) {
     expect("a socket into itself", line.source, line.source, {EINVAL});
     expect("UDP into an unconnected UDP drain", udp, unconnected_udp,
            {ENOTCONN});
+    // Datagram relays keep boundaries over UDP only.
+    expect("two Unix datagram sockets", unix_dgram[0], unix_dgram[1], {EPROTONOSUPPORT});
     // A source already spliced.
     Ends first;
     auto relay = StartOne(engine, line, first, {});
@@ -627,10 +631,10 @@ void BadInputs(Engine& engine) {
     Stop(relay, kClose);
     CHECK(first.Wait(1, 5000), "the first splice did not end");
   } catch (Failed&) {
-    for (int fd : {file, lsn, unconnected, udp, unconnected_udp}) close(fd);
+    for (int fd : {file, lsn, unconnected, udp, unconnected_udp, unix_dgram[0], unix_dgram[1]}) close(fd);
     throw;
   }
-  for (int fd : {file, lsn, unconnected, udp, unconnected_udp}) close(fd);
+  for (int fd : {file, lsn, unconnected, udp, unconnected_udp, unix_dgram[0], unix_dgram[1]}) close(fd);
 }
 
 // ---- UDP ----
