@@ -57,3 +57,8 @@ export function parseAddress (name: string, text: string, hostRequired: boolean)
   const host = match[1]?.replace(/^\[(.*)\]$/, '$1')
   return { host, port }
 }
+
+/** host:port, an IPv6 host in brackets. */
+export function hostPort (host: string | undefined, port: number | undefined): string {
+  return `${host?.includes(':') ? `[${host}]` : host}:${port}`
+}

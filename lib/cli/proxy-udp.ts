@@ -2,6 +2,7 @@ import dgram from 'node:dgram'
 import { once } from 'node:events'
 import type { BackendName } from '../backends.js'
 import { proxy, type ProxyResult } from '../proxy.js'
+import { hostPort } from './args.js'
 
 // `sosplice proxy --udp`: a UDP relay of flows. The listening socket only
 // meets a client's first datagrams: for each client address it opens a
@@ -16,11 +17,7 @@ export interface UdpProxyOptions {
   max?: number
   /** ms without a datagram either way that end a flow. */
   idle: number
-  /** Checked for UDP (datagramBackend). */
   backend: BackendName
-  /** host:port, for the log. */
-  target: string
-  hostPort: (host: string, port: number) => string
 }
 
 function family (host: string): 'udp4' | 'udp6' {
@@ -35,7 +32,7 @@ export async function udpProxy (o: UdpProxyOptions): Promise<number> {
     await once(listener, 'listening')
   } catch (err) {
     const { code, message } = err as NodeJS.ErrnoException
-    process.stderr.write(`sosplice proxy: cannot listen on ${o.hostPort(o.listen.host, o.listen.port)}: ${code} (${message})\n`)
+    process.stderr.write(`sosplice proxy: cannot listen on ${hostPort(o.listen.host, o.listen.port)}: ${code} (${message})\n`)
     return 1
   }
   const bound = listener.address()
@@ -47,7 +44,7 @@ export async function udpProxy (o: UdpProxyOptions): Promise<number> {
   // Also for what reaches a flow's own socket before it is connected: it
   // may be another client's.
   const dispatch = (msg: Buffer, rinfo: dgram.RemoteInfo) => {
-    const key = o.hostPort(rinfo.address, rinfo.port)
+    const key = hostPort(rinfo.address, rinfo.port)
     let flow = flows.get(key)
     if (!flow) {
       if (closing) return
@@ -61,7 +58,7 @@ export async function udpProxy (o: UdpProxyOptions): Promise<number> {
     flow.forward(msg)
   }
   listener.on('message', dispatch)
-  process.stdout.write(`listening on udp ${o.hostPort(bound.address, bound.port)} -> ${o.target} (backend ${o.backend})\n`)
+  process.stdout.write(`listening on udp ${hostPort(bound.address, bound.port)} -> ${hostPort(o.to.host, o.to.port)} (backend ${o.backend})\n`)
 
   let signals = 0
   const onSignal = (signal: NodeJS.Signals) => {
@@ -200,6 +197,6 @@ class Flow {
       `(${!r || r.reason === 'unsplice' ? this.#why : r.reason})`
     const error = result?.aToB.error ?? result?.bToA.error ?? this.#error
     const code = error ? ` error ${(error as NodeJS.ErrnoException).code ?? error.name}` : ''
-    this.log(`${this.key} -> ${this.o.target} up ${side(result?.aToB, this.#early.up)} down ${side(result?.bToA, this.#early.down)} ${seconds} s${code}\n`)
+    this.log(`${this.key} -> ${hostPort(this.o.to.host, this.o.to.port)} up ${side(result?.aToB, this.#early.up)} down ${side(result?.bToA, this.#early.down)} ${seconds} s${code}\n`)
   }
 }

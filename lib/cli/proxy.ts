@@ -5,7 +5,7 @@ import { connectProxy } from '../../examples/connect-proxy.js'
 import { proxyHeader } from '../../examples/proxy-protocol.js'
 import { udpProxy } from './proxy-udp.js'
 import { type BackendName, backends } from '../backends.js'
-import { fail, parseAddress, parseOptions, parseSize, parseWhole } from './args.js'
+import { fail, hostPort, parseAddress, parseOptions, parseSize, parseWhole } from './args.js'
 import { maxIdle } from '../options.js'
 import { proxy } from '../proxy.js'
 import type { SpliceOptions } from '../splice.js'
@@ -55,11 +55,6 @@ Signals: a first SIGINT or SIGTERM closes the listener and lets the live
 connections finish, then exits 0; a second one closes them at once, exit 1.
 Exit codes: 1 also when it cannot listen, 2 for bad arguments.
 `
-
-/** host:port, an IPv6 host in brackets. */
-function hostPort (host: string | undefined, port: number | undefined): string {
-  return `${host?.includes(':') ? `[${host}]` : host}:${port}`
-}
 
 /** Splices one connection both ways to its end; resolves with its log line. */
 async function relay (client: net.Socket, upstream: net.Socket, to: string, options: SpliceOptions): Promise<string> {
@@ -130,12 +125,11 @@ export async function main (args: string[]): Promise<number> {
       to: to as { host: string, port: number },
       max: options.max,
       idle: options.idle ?? 30_000,
-      backend,
-      target: hostPort(to!.host, to!.port),
-      hostPort
+      backend
     })
   }
 
+  const target = to ? hostPort(to.host, to.port) : 'CONNECT'
   const live = new Map<net.Socket, net.Socket>()
   const tunnel = (client: net.Socket, upstream: net.Socket, target: string) => {
     live.set(client, upstream)
@@ -151,7 +145,7 @@ export async function main (args: string[]): Promise<number> {
       if (header && client.remoteAddress === undefined) return client.destroy()
       const upstream = net.connect({ host: to.host, port: to.port, allowHalfOpen: true })
       if (header) upstream.write(proxyHeader(client, header === 'v1' ? 1 : 2))
-      tunnel(client, upstream, hostPort(to.host, to.port))
+      tunnel(client, upstream, target)
     })
   } else {
     server = connectProxy(tunnel, (client, target, err) => process.stdout.write(
@@ -169,8 +163,7 @@ export async function main (args: string[]): Promise<number> {
   // Accept errors (EMFILE...) cost one connection, not the others.
   server.on('error', err => process.stderr.write(`sosplice proxy: ${err.message}\n`))
   const bound = server.address() as net.AddressInfo
-  const where = to ? hostPort(to.host, to.port) : 'CONNECT'
-  process.stdout.write(`listening on ${hostPort(bound.address, bound.port)} -> ${where} (backend ${backend})\n`)
+  process.stdout.write(`listening on ${hostPort(bound.address, bound.port)} -> ${target} (backend ${backend})\n`)
 
   let signals = 0
   const onSignal = (signal: NodeJS.Signals) => {
