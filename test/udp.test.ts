@@ -57,6 +57,24 @@ async function sendPaced (sender: dgram.Socket, datagrams: Buffer[], got: () => 
   }
 }
 
+/**
+ * client <-> a (proxied) b <-> server, all connected; `up` keeps what the
+ * server receives, `down` what the client does.
+ */
+async function udpProxyRig () {
+  const client = await udp('udp4')
+  const server = await udp('udp4')
+  const a = await udp('udp4', portOf(client))
+  const b = await udp('udp4', portOf(server))
+  await new Promise<void>(resolve => client.connect(portOf(a), '127.0.0.1', resolve))
+  await new Promise<void>(resolve => server.connect(portOf(b), '127.0.0.1', resolve))
+  const up: Buffer[] = []
+  const down: Buffer[] = []
+  server.on('message', (m: Buffer) => up.push(m))
+  client.on('message', (m: Buffer) => down.push(m))
+  return { client, server, a, b, up, down }
+}
+
 /** Datagrams of `size` bytes (or size(i)), each starting with its sequence number. */
 function numbered (count: number, size: number | ((i: number) => number), seed: string): Buffer[] {
   const next = stream(seed)
@@ -233,17 +251,7 @@ function udpSuite (backend: BackendName) {
   })
 
   it('proxy(): two connected sockets both ways, datagrams whole each way, counted live and at the end', async () => {
-    // client <-> a (proxy) b <-> server
-    const client = await udp('udp4')
-    const server = await udp('udp4')
-    const a = await udp('udp4', portOf(client))
-    const b = await udp('udp4', portOf(server))
-    await new Promise<void>(resolve => client.connect(portOf(a), '127.0.0.1', resolve))
-    await new Promise<void>(resolve => server.connect(portOf(b), '127.0.0.1', resolve))
-    const up: Buffer[] = []
-    const down: Buffer[] = []
-    server.on('message', (m: Buffer) => up.push(m))
-    client.on('message', (m: Buffer) => down.push(m))
+    const { client, server, a, b, up, down } = await udpProxyRig()
     const p = proxy(a, b, { backend })
     const ups = numbered(500, 1000, 'up')
     const downs = numbered(300, 1400, 'down')
@@ -258,17 +266,8 @@ function udpSuite (backend: BackendName) {
   })
 
   it('proxy(): a direction that ends (max) gives its source back while the other goes on', async () => {
-    const client = await udp('udp4')
-    const server = await udp('udp4')
-    const a = await udp('udp4', portOf(client))
-    const b = await udp('udp4', portOf(server))
-    await new Promise<void>(resolve => client.connect(portOf(a), '127.0.0.1', resolve))
-    await new Promise<void>(resolve => server.connect(portOf(b), '127.0.0.1', resolve))
-    const up: Buffer[] = []
-    const down: Buffer[] = []
+    const { client, server, a, b, up, down } = await udpProxyRig()
     const kept: Buffer[] = []
-    server.on('message', (m: Buffer) => up.push(m))
-    client.on('message', (m: Buffer) => down.push(m))
     a.on('message', (m: Buffer) => kept.push(m))
     const p = proxy(a, b, { backend, max: 1000 })
     const ups = numbered(4, 300, 'up-max')
