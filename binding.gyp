@@ -1,7 +1,7 @@
 {
   "targets": [{
     "target_name": "sosplice",
-    "sources": ["src/binding.cc", "src/end_channel.cc", "src/errno_error.cc"],
+    "sources": ["src/binding.cc", "src/end_channel.cc", "src/errno_error.cc", "src/strays.cc"],
     "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
     "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
     "cflags_cc!": ["-fno-exceptions"],

@@ -22,7 +22,7 @@ interface UdpHandle {
 // a deprecated getter for it).
 let stateKey: symbol | undefined
 
-function handleOf (socket: dgram.Socket): UdpHandle | null {
+export function handleOf (socket: dgram.Socket): UdpHandle | null {
   stateKey ??= Object.getOwnPropertySymbols(socket).find(k => k.description === 'state symbol')
   const state = stateKey && (socket as unknown as Record<symbol, { handle: UdpHandle | null } | undefined>)[stateKey]
   if (!state) throw new Error('sosplice: this Node keeps its UDP handle where sosplice does not know to look')

@@ -70,6 +70,18 @@ export interface NativeBinding {
   stats (): NativeStats
   /** The socket `fd` refers to, as "<st_dev>:<st_ino>": equal for every descriptor of one socket. */
   identity (fd: number): string
+  /**
+   * A connected UDP socket's datagrams that came before its connect(), in
+   * order (src/strays.h); it is connected to the same peer after.
+   */
+  takeStrays (fd: number): Stray[]
+}
+
+export interface Stray {
+  data: Buffer
+  address: string
+  family: 'IPv4' | 'IPv6'
+  port: number
 }
 
 const root = path.join(__dirname, '..', '..')

@@ -2,6 +2,8 @@
 // results back into JavaScript values. Policy lives in lib/.
 #include <napi.h>
 
+#include <arpa/inet.h>
+
 #include <climits>
 #include <cmath>
 #include <string>
@@ -10,6 +12,7 @@
 #include "errno_error.h"
 #include "posix.h"
 #include "splice.h"
+#include "strays.h"
 
 namespace sosplice {
 namespace {
@@ -167,6 +170,40 @@ Napi::Value Identity(const Napi::CallbackInfo& info) {
   return Napi::String::New(env, SocketIdText(id));
 }
 
+// takeStrays(fd): [{ data, address, family, port }] in arrival order; see
+// strays.h.
+Napi::Value TakeStraysOf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<Stray> strays;
+  SysError err;
+  if (!TakeStrays(Descriptor(info[0], "fd", "getpeername"), &strays, &err))
+    throw ErrnoError(env, err.error, err.syscall);
+  Napi::Array out = Napi::Array::New(env, strays.size());
+  for (size_t i = 0; i < strays.size(); i++) {
+    const Stray& s = strays[i];
+    char text[INET6_ADDRSTRLEN] = "";
+    const void* addr;
+    int port;
+    if (s.from.ss_family == AF_INET) {
+      auto& in = reinterpret_cast<const sockaddr_in&>(s.from);
+      addr = &in.sin_addr;
+      port = ntohs(in.sin_port);
+    } else {
+      auto& in6 = reinterpret_cast<const sockaddr_in6&>(s.from);
+      addr = &in6.sin6_addr;
+      port = ntohs(in6.sin6_port);
+    }
+    inet_ntop(s.from.ss_family, addr, text, sizeof text);
+    Napi::Object stray = Napi::Object::New(env);
+    stray.Set("data", Napi::Buffer<char>::Copy(env, s.data.data(), s.data.size()));
+    stray.Set("address", Napi::String::New(env, text));
+    stray.Set("family", Napi::String::New(env, s.from.ss_family == AF_INET ? "IPv4" : "IPv6"));
+    stray.Set("port", Napi::Number::New(env, port));
+    out.Set(i, stray);
+  }
+  return out;
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -181,6 +218,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ref", Napi::Function::New(env, RefRelay));
   exports.Set("stats", Napi::Function::New(env, EngineStats));
   exports.Set("identity", Napi::Function::New(env, Identity));
+  exports.Set("takeStrays", Napi::Function::New(env, TakeStraysOf));
   return exports;
 }
 

@@ -117,6 +117,12 @@ describe('the packed package', function () {
       assert.match(doctor.stdout, /addon: not loaded\nbackends, best first: userspace\n/)
       assert.match(doctor.stdout, /no pipe: no prebuild \(No native build was found .*\), and compiling failed: make: .*Error 1/)
 
+      // Its flows' stray datagrams are taken out by the addon: without it, no UDP relay.
+      const udp = await exec(path.join(app, 'node_modules', '.bin', 'sosplice'), ['proxy', '--udp', '--listen', '0', '--to', '127.0.0.1:9'], { cwd: app })
+        .then(() => assert.fail('proxy --udp exits 1 without the addon'), err => err)
+      assert.equal(udp.code, 1)
+      assert.match(udp.stderr, /sosplice proxy: --udp needs the native addon, which did not load/)
+
       const report = checkProxyReport((await exec(process.execPath, [path.join(app, 'test', 'proxy-check.js'), '4'])).stdout)
       assert.equal(report.backend, 'userspace')
     })

@@ -1,6 +1,8 @@
 import dgram from 'node:dgram'
 import { once } from 'node:events'
 import type { BackendName } from '../backends.js'
+import { handleOf } from '../datagram.js'
+import { native } from '../native.js'
 import { proxy, type ProxyResult } from '../proxy.js'
 import { hostPort } from './args.js'
 
@@ -9,7 +11,9 @@ import { hostPort } from './args.js'
 // socket bound to the same address and port (SO_REUSEADDR) and connected to
 // the client, which the kernel then prefers for that client's datagrams,
 // and an upstream socket connected to the target; the two are spliced both
-// ways until the flow has been idle.
+// ways until the flow has been idle. Until it was connected that socket
+// could receive any client's datagrams: the addon takes those out (the
+// "strays") to be sent on by their own flows before the splice starts.
 
 export interface UdpProxyOptions {
   listen: { host: string, port: number }
@@ -26,6 +30,10 @@ function family (host: string): 'udp4' | 'udp6' {
 
 /** Runs until the listener is closed (signals) and its flows have ended; resolves to the exit code. */
 export async function udpProxy (o: UdpProxyOptions): Promise<number> {
+  if (!native) {
+    process.stderr.write('sosplice proxy: --udp needs the native addon, which did not load (`npx sosplice doctor` says why)\n')
+    return 1
+  }
   const listener = dgram.createSocket({ type: family(o.listen.host), reuseAddr: true })
   listener.bind(o.listen.port, o.listen.host)
   try {
@@ -41,8 +49,8 @@ export async function udpProxy (o: UdpProxyOptions): Promise<number> {
   let allEnded: () => void = () => {}
   const ended = () => { if (closing && flows.size === 0) allEnded() }
   listener.on('error', err => process.stderr.write(`sosplice proxy: ${err.message}\n`))
-  // Also for what reaches a flow's own socket before it is connected: it
-  // may be another client's.
+  // Also for what reaches a flow's own socket before it is connected, and
+  // its strays: they may be another client's.
   const dispatch = (msg: Buffer, rinfo: dgram.RemoteInfo) => {
     const key = hostPort(rinfo.address, rinfo.port)
     let flow = flows.get(key)
@@ -103,7 +111,7 @@ class Flow {
     // Until the splice runs, what reaches either socket is sent on by hand.
     this.#client.on('message', dispatch)
     this.#upstream.on('message', this.#back)
-    this.#client.bind(bound.port, bound.address, () => this.#client.connect(rinfo.port, rinfo.address, this.#onConnect))
+    this.#client.bind(bound.port, bound.address, () => this.#client.connect(rinfo.port, rinfo.address, this.#onClientConnect))
     this.#upstream.connect(o.to.port, o.to.host, () => {
       this.#upstreamReady = true
       for (const msg of this.#waiting.splice(0)) this.#sendEarly(msg)
@@ -143,6 +151,17 @@ class Flow {
     this.#why ??= why
     if (this.#running) this.#abort.abort()
     else this.#finish()
+  }
+
+  #onClientConnect = () => {
+    let strays
+    try {
+      strays = native!.takeStrays(handleOf(this.#client)!.fd)
+    } catch (err) {
+      return this.#onError(err as Error)
+    }
+    for (const { data, address, family, port } of strays) this.dispatch(data, { address, family, port, size: data.length })
+    this.#onConnect()
   }
 
   #onConnect = () => {
