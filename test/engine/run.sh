@@ -17,5 +17,5 @@ case "$(uname -s)" in
 esac
 $CXX $flags -o "$out.decide" test/engine/bsd_end_test.cc src/bsd_end.cc
 "$out.decide"
-$CXX $flags -o "$out.engine" test/engine/engine_test.cc $engine
+$CXX $flags -o "$out.engine" test/engine/engine_test.cc $engine src/strays.cc
 "$out.engine" "$@"
