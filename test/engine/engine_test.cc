@@ -868,9 +868,6 @@ void UdpUnspliceMidway(Engine& engine) {
   Joined writer([&] {
     for (uint32_t i = 0; i < n; i++) {
       while (!stopped && i - received >= 64) std::this_thread::sleep_for(std::chrono::microseconds(200));
-      // Unread after the stop: paced all the same, as FreeBSD's loopback
-      // drops what overflows its netisr queue (256) without a word.
-      if (stopped && i % 32 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
       SendDatagram(line.writer, Datagram(24, i, 400));
     }
   });
