@@ -52,6 +52,27 @@ describe('sosplice proxy (command line)', () => {
   })
 
   /** Starts `sosplice proxy ARGS` and waits for its 'listening on' line. */
+  /** `proxy --udp` (idle 300 ms) to a UDP echo server, and `n` clients bound on 127.0.0.1. */
+  async function udpEchoProxy (backend: string, n: number) {
+    const echo = dgram.createSocket('udp4')
+    echo.bind(0, '127.0.0.1')
+    await once(echo, 'listening')
+    echo.on('message', (m: Buffer, r: dgram.RemoteInfo) => echo.send(m, r.port, r.address))
+    const child = spawn(process.execPath, [cli, 'proxy', '--udp', '--listen', '0', '--to', `127.0.0.1:${echo.address().port}`,
+      '--idle', '300', '--backend', backend], { stdio: ['ignore', 'pipe', 'pipe'] })
+    children.push(child)
+    const out = collect(child.stdout!)
+    const err = collect(child.stderr!)
+    const port = Number((await out.match(new RegExp(`^listening on udp 127\\.0\\.0\\.1:(\\d+) -> 127\\.0\\.0\\.1:\\d+ \\(backend ${backend}\\)$`, 'm')))[1])
+    const clients = await Promise.all(Array.from({ length: n }, async () => {
+      const c = dgram.createSocket('udp4')
+      c.bind(0, '127.0.0.1')
+      await once(c, 'listening')
+      return c
+    }))
+    return { echo, child, out, err, port, clients }
+  }
+
   async function start (...args: string[]) {
     const child = spawn(process.execPath, [cli, 'proxy', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
     children.push(child)
@@ -217,22 +238,7 @@ describe('sosplice proxy (command line)', () => {
 
   for (const backend of backends().filter(b => b !== 'so_splice')) {
     it(`--udp [${backend}]: five clients at once, 300 datagrams each way each, every one back once and, after the first window, in order; a line per flow`, async () => {
-      const echo = dgram.createSocket('udp4')
-      echo.bind(0, '127.0.0.1')
-      await once(echo, 'listening')
-      echo.on('message', (m: Buffer, r: dgram.RemoteInfo) => echo.send(m, r.port, r.address))
-      const child = spawn(process.execPath, [cli, 'proxy', '--udp', '--listen', '0', '--to', `127.0.0.1:${echo.address().port}`,
-        '--idle', '300', '--backend', backend], { stdio: ['ignore', 'pipe', 'pipe'] })
-      children.push(child)
-      const out = collect(child.stdout!)
-      const err = collect(child.stderr!)
-      const port = Number((await out.match(new RegExp(`^listening on udp 127\\.0\\.0\\.1:(\\d+) -> 127\\.0\\.0\\.1:\\d+ \\(backend ${backend}\\)$`, 'm')))[1])
-      const clients = await Promise.all(Array.from({ length: 5 }, async () => {
-        const c = dgram.createSocket('udp4')
-        c.bind(0, '127.0.0.1')
-        await once(c, 'listening')
-        return c
-      }))
+      const { echo, child, out, err, port, clients } = await udpEchoProxy(backend, 5)
       const sent = clients.map((_, i) => Array.from({ length: 300 }, (_, k) => stream(`udp-${i}-${k}`)(100 + k)))
       const got: Buffer[][] = clients.map(() => [])
       clients.forEach((c, i) => c.on('message', (m: Buffer) => got[i].push(m)))
@@ -264,26 +270,12 @@ describe('sosplice proxy (command line)', () => {
     })
   }
 
-  for (const backend of ['pipe', 'userspace'] as const) {
+  for (const backend of backends().filter(b => b !== 'so_splice')) {
     // A new flow's socket shares the listening port and, until it is
     // connected, can be given any client's datagrams: they must still reach
     // the upstream through their own client's flow.
     it(`--udp [${backend}]: twenty clients bursting at once while their flows open: each gets back its own datagrams only, none twice`, async () => {
-      const echo = dgram.createSocket('udp4')
-      echo.bind(0, '127.0.0.1')
-      await once(echo, 'listening')
-      echo.on('message', (m: Buffer, r: dgram.RemoteInfo) => echo.send(m, r.port, r.address))
-      const child = spawn(process.execPath, [cli, 'proxy', '--udp', '--listen', '0', '--to', `127.0.0.1:${echo.address().port}`,
-        '--idle', '300', '--backend', backend], { stdio: ['ignore', 'pipe', 'pipe'] })
-      children.push(child)
-      const out = collect(child.stdout!)
-      const port = Number((await out.match(/^listening on udp 127\.0\.0\.1:(\d+) /m))[1])
-      const clients = await Promise.all(Array.from({ length: 20 }, async () => {
-        const c = dgram.createSocket('udp4')
-        c.bind(0, '127.0.0.1')
-        await once(c, 'listening')
-        return c
-      }))
+      const { echo, child, out, port, clients } = await udpEchoProxy(backend, 20)
       const got = clients.map(() => new Set<string>())
       const strange: string[] = []
       clients.forEach((c, i) => c.on('message', (m: Buffer) => {
