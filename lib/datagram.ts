@@ -29,6 +29,12 @@ export function handleOf (socket: dgram.Socket): UdpHandle | null {
   return state.handle
 }
 
+/** Starts or stops Node receiving on a UDP handle. */
+export function receiving (handle: UdpHandle, on: boolean): void {
+  const status = on ? handle.recvStart() : handle.recvStop()
+  if (status < 0) throw systemError(util.getSystemErrorName(status), on ? 'uv_udp_recv_start' : 'uv_udp_recv_stop')
+}
+
 export function isDatagram (socket: unknown): socket is dgram.Socket {
   return socket instanceof dgram.Socket
 }
@@ -160,8 +166,7 @@ export class DatagramRelay {
   #recv (socket: dgram.Socket, on: boolean) {
     const handle = handleOf(socket)
     if (!handle) return
-    const status = on ? handle.recvStart() : handle.recvStop()
-    if (status < 0) throw systemError(util.getSystemErrorName(status), on ? 'uv_udp_recv_start' : 'uv_udp_recv_stop')
+    receiving(handle, on)
     if (on) this.#held = this.#held.filter(s => s !== socket)
     else this.#held.push(socket)
   }

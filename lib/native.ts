@@ -71,10 +71,15 @@ export interface NativeBinding {
   /** The socket `fd` refers to, as "<st_dev>:<st_ino>": equal for every descriptor of one socket. */
   identity (fd: number): string
   /**
-   * A connected UDP socket's datagrams that came before its connect(), in
-   * order (src/strays.h); it is connected to the same peer after.
+   * A connected UDP socket's datagrams that came before its connect()
+   * (src/strays.h), in two steps that never wait. sendMarker() connects it
+   * to a marker for the moment and returns the peer to go back to;
+   * takeStrays() reads, in order, what is queued ahead of the marker, and
+   * once it has the marker (or with `force` once the queue is empty)
+   * connects the socket to `peer` again: `done`.
    */
-  takeStrays (fd: number): Stray[]
+  sendMarker (fd: number): Buffer
+  takeStrays (fd: number, peer: Buffer, force: boolean): { strays: Stray[], done: boolean }
 }
 
 export interface Stray {

@@ -6,6 +6,7 @@
 
 #include <climits>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "end_channel.h"
@@ -170,15 +171,33 @@ Napi::Value Identity(const Napi::CallbackInfo& info) {
   return Napi::String::New(env, SocketIdText(id));
 }
 
-// takeStrays(fd): [{ data, address, family, port }] in arrival order; see
-// strays.h.
+// sendMarker(fd): the peer to go back to, as sockaddr bytes. See strays.h.
+Napi::Value SendMarkerOn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  sockaddr_storage peer;
+  socklen_t len;
+  SysError err;
+  if (!SendMarker(Descriptor(info[0], "fd", "getpeername"), &peer, &len, &err))
+    throw ErrnoError(env, err.error, err.syscall);
+  return Napi::Buffer<char>::Copy(env, reinterpret_cast<char*>(&peer), len);
+}
+
+// takeStrays(fd, peer, force): { strays: [{ data, address, family, port }]
+// in arrival order, done }. See strays.h.
 Napi::Value TakeStraysOf(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  int fd = Descriptor(info[0], "fd", "getpeername");
+  if (!info[1].IsBuffer()) throw Napi::TypeError::New(env, "peer must be sendMarker()'s Buffer");
+  auto bytes = info[1].As<Napi::Buffer<char>>();
+  sockaddr_storage peer = {};
+  if (bytes.Length() > sizeof peer) throw Napi::RangeError::New(env, "peer is too long for an address");
+  std::memcpy(&peer, bytes.Data(), bytes.Length());
   std::vector<Stray> strays;
+  bool done;
   SysError err;
-  if (!TakeStrays(Descriptor(info[0], "fd", "getpeername"), &strays, &err))
+  if (!TakeStrays(fd, peer, static_cast<socklen_t>(bytes.Length()), info[2].ToBoolean(), &strays, &done, &err))
     throw ErrnoError(env, err.error, err.syscall);
-  Napi::Array out = Napi::Array::New(env, strays.size());
+  Napi::Array list = Napi::Array::New(env, strays.size());
   for (size_t i = 0; i < strays.size(); i++) {
     const Stray& s = strays[i];
     char text[INET6_ADDRSTRLEN] = "";
@@ -199,8 +218,11 @@ Napi::Value TakeStraysOf(const Napi::CallbackInfo& info) {
     stray.Set("address", Napi::String::New(env, text));
     stray.Set("family", Napi::String::New(env, s.from.ss_family == AF_INET ? "IPv4" : "IPv6"));
     stray.Set("port", Napi::Number::New(env, port));
-    out.Set(i, stray);
+    list.Set(i, stray);
   }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("strays", list);
+  out.Set("done", done);
   return out;
 }
 
@@ -218,6 +240,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ref", Napi::Function::New(env, RefRelay));
   exports.Set("stats", Napi::Function::New(env, EngineStats));
   exports.Set("identity", Napi::Function::New(env, Identity));
+  exports.Set("sendMarker", Napi::Function::New(env, SendMarkerOn));
   exports.Set("takeStrays", Napi::Function::New(env, TakeStraysOf));
   return exports;
 }

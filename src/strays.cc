@@ -1,14 +1,10 @@
 #include "strays.h"
 
-#include <arpa/inet.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-
-#include "posix.h"
 
 namespace sosplice {
 namespace {
@@ -53,47 +49,13 @@ bool Failed(SysError* err, const char* syscall) {
   return false;
 }
 
-// Reads what is queued ahead of the marker, waiting for the marker at most
-// kMarkerWaitMs: on loopback it is queued before sendto() returns, unless
-// the kernel defers its receive work under load.
-constexpr int kMarkerWaitMs = 50;
-
-bool ReadToMarker(int fd, const Address& marker, std::vector<Stray>* strays,
-                  SysError* err) {
-  std::vector<char> buffer(65536);
-  int64_t deadline = NowMs() + kMarkerWaitMs;
-  for (;;) {
-    Stray stray;
-    iovec iov = {buffer.data(), buffer.size()};
-    msghdr msg = {};
-    msg.msg_name = &stray.from;
-    msg.msg_namelen = sizeof stray.from;
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT);
-    if (n >= 0) {
-      if (SameSender(stray.from, marker.ss)) return true;
-      stray.data.assign(buffer.data(), buffer.data() + n);
-      strays->push_back(std::move(stray));
-      continue;
-    }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return Failed(err, "recvmsg");
-    int64_t left = deadline - NowMs();
-    if (left <= 0) {
-      *err = {ETIMEDOUT, "recvmsg"};
-      return false;
-    }
-    pollfd p = {fd, POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(left)) < 0 && errno != EINTR) return Failed(err, "poll");
-  }
-}
-
 }  // namespace
 
-bool TakeStrays(int fd, std::vector<Stray>* strays, SysError* err) {
-  Address peer, own, marker;
-  if (getpeername(fd, peer.sa(), &peer.len) < 0) return Failed(err, "getpeername");
+bool SendMarker(int fd, sockaddr_storage* peer, socklen_t* peer_len, SysError* err) {
+  Address own, marker;
+  *peer_len = sizeof *peer;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(peer), peer_len) < 0)
+    return Failed(err, "getpeername");
   if (getsockname(fd, own.sa(), &own.len) < 0) return Failed(err, "getsockname");
   // The marker on the socket's own local address, so that connecting to it
   // leaves that address as it is.
@@ -110,8 +72,40 @@ bool TakeStrays(int fd, std::vector<Stray>* strays, SysError* err) {
   // peer's datagrams go to the listener meanwhile. On failure the socket is
   // left connected to the marker: its owner closes it.
   if (sendto(m.fd, "", 0, MSG_DONTWAIT, own.sa(), own.len) < 0) return Failed(err, "sendto");
-  if (!ReadToMarker(fd, marker, strays, err)) return false;
-  if (connect(fd, peer.sa(), peer.len) < 0) return Failed(err, "connect");
+  return true;
+}
+
+bool TakeStrays(int fd, const sockaddr_storage& peer, socklen_t peer_len, bool force,
+                std::vector<Stray>* strays, bool* done, SysError* err) {
+  Address marker;
+  if (getpeername(fd, marker.sa(), &marker.len) < 0) return Failed(err, "getpeername");
+  std::vector<char> buffer(65536);
+  *done = false;
+  while (!*done) {
+    Stray stray;
+    iovec iov = {buffer.data(), buffer.size()};
+    msghdr msg = {};
+    msg.msg_name = &stray.from;
+    msg.msg_namelen = sizeof stray.from;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT);
+    if (n >= 0) {
+      *done = SameSender(stray.from, marker.ss);
+      if (*done) break;
+      stray.data.assign(buffer.data(), buffer.data() + n);
+      strays->push_back(std::move(stray));
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return Failed(err, "recvmsg");
+    // The marker is on its way (the kernel deferred its receive work), or
+    // was dropped: `force` says the caller has waited long enough.
+    if (!force) return true;
+    *done = true;
+  }
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&peer), peer_len) < 0)
+    return Failed(err, "connect");
   return true;
 }
 

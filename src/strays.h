@@ -1,4 +1,4 @@
-// The datagrams a connected UDP socket received before its connect().
+// The datagrams a UDP socket received before its connect().
 #pragma once
 
 #include <sys/socket.h>
@@ -17,11 +17,17 @@ struct Stray {
 // For a socket that shares its address and port with others (a relay's
 // per-client socket beside its listener): until it was connected, the
 // kernel could give it any sender's datagrams, and they are still queued
-// ahead of its peer's. This reads exactly those: it connects the socket to
-// a marker socket of its own for a moment (so that only the marker can
-// arrive), sends one datagram from the marker, connects back to the peer
-// and reads up to the marker. `fd` is connected; on return it is connected
-// to the same peer. Returns false with `err` set on failure.
-bool TakeStrays(int fd, std::vector<Stray>* strays, SysError* err);
+// ahead of its peer's. Taking them out is two steps, neither of which waits:
+//
+// SendMarker connects the socket, for the moment, to a marker socket of its
+// own (so that nothing else can arrive), sends one datagram from it and
+// closes it. `peer` gets the peer it was connected to, to go back to.
+bool SendMarker(int fd, sockaddr_storage* peer, socklen_t* peer_len, SysError* err);
+
+// TakeStrays reads what is queued ahead of the marker. Once it has read the
+// marker, or with `force` once the queue is empty (a full queue drops the
+// marker), it connects the socket to `peer` again and sets `done`.
+bool TakeStrays(int fd, const sockaddr_storage& peer, socklen_t peer_len, bool force,
+                std::vector<Stray>* strays, bool* done, SysError* err);
 
 }  // namespace sosplice

@@ -1,7 +1,7 @@
 import dgram from 'node:dgram'
 import { once } from 'node:events'
 import type { BackendName } from '../backends.js'
-import { handleOf } from '../datagram.js'
+import { handleOf, receiving } from '../datagram.js'
 import { native } from '../native.js'
 import { proxy, type ProxyResult } from '../proxy.js'
 import { hostPort } from './args.js'
@@ -153,15 +153,33 @@ class Flow {
     else this.#finish()
   }
 
+  // The client socket's strays (src/strays.h), with Node not receiving on
+  // it meanwhile: the marker is not a datagram to relay. Done at once as a
+  // rule; when the kernel has put off delivering the marker, looked at
+  // again every millisecond, and after a second taken to have been dropped.
   #onClientConnect = () => {
-    let strays
+    const handle = handleOf(this.#client)!
+    let peer: Buffer
     try {
-      strays = native!.takeStrays(handleOf(this.#client)!.fd)
+      receiving(handle, false)
+      peer = native!.sendMarker(handle.fd)
     } catch (err) {
       return this.#onError(err as Error)
     }
-    for (const { data, address, family, port } of strays) this.dispatch(data, { address, family, port, size: data.length })
-    this.#onConnect()
+    const since = performance.now()
+    const take = () => {
+      if (this.#finished) return
+      try {
+        const { strays, done } = native!.takeStrays(handle.fd, peer, performance.now() - since > 1000)
+        for (const { data, address, family, port } of strays) this.dispatch(data, { address, family, port, size: data.length })
+        if (!done) return setTimeout(take, 1)
+        receiving(handle, true)
+      } catch (err) {
+        return this.#onError(err as Error)
+      }
+      this.#onConnect()
+    }
+    take()
   }
 
   #onConnect = () => {

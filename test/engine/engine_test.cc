@@ -992,6 +992,24 @@ void SendTo(int fd, int to, const std::vector<char>& d) {
             static_cast<ssize_t>(d.size()), "sendto: %s", std::strerror(errno));
 }
 
+// SendMarker, then TakeStrays until done (forcing it after a second).
+std::vector<Stray> TakeAllStrays(int fd, bool* forced = nullptr) {
+  sockaddr_storage peer;
+  socklen_t len;
+  SysError err;
+  CHECK(SendMarker(fd, &peer, &len, &err), "SendMarker: %s %s", err.syscall, std::strerror(err.error));
+  std::vector<Stray> strays;
+  int64_t since = NowMs();
+  for (bool done = false; !done;) {
+    bool force = NowMs() - since > 1000;
+    CHECK(TakeStrays(fd, peer, len, force, &strays, &done, &err), "TakeStrays: %s %s", err.syscall,
+          std::strerror(err.error));
+    if (forced) *forced = force;
+    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return strays;
+}
+
 void UdpStrays(Engine&) {
   int listener = SharedUdp(0);
   int flow = SharedUdp(PortOf(listener));
@@ -1002,9 +1020,7 @@ void UdpStrays(Engine&) {
   for (uint32_t i = 0; i < 2; i++) SendTo(client, listener, Datagram(31, i, 200));
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   ConnectTo(flow, client);
-  std::vector<Stray> strays;
-  SysError err;
-  CHECK(TakeStrays(flow, &strays, &err), "TakeStrays: %s %s", err.syscall, std::strerror(err.error));
+  std::vector<Stray> strays = TakeAllStrays(flow);
   // Each of the five once: taken from the flow socket or still at the listener.
   std::vector<std::vector<char>> got;
   for (auto& s : strays) got.push_back(s.data);
@@ -1035,6 +1051,43 @@ void UdpStrays(Engine&) {
   SendTo(client, listener, Datagram(33, 0, 400));
   CHECK(RecvDatagram(flow, d, 1000) == 400 && d == Datagram(33, 0, 400), "the client's next datagram did not reach the flow socket");
   CHECK(RecvDatagram(listener, d, 1000) == 300 && d == Datagram(32, 0, 300), "the other's next datagram did not reach the listener");
+  for (int fd : {listener, flow, client, other}) close(fd);
+}
+
+// A queue too full for the marker: every datagram that was queued is taken
+// all the same, once the wait for the marker gives up.
+void UdpStraysMarkerDropped(Engine&) {
+  int listener = SharedUdp(0);
+  int flow = SharedUdp(PortOf(listener));
+  int small = 4096;
+  setsockopt(flow, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  int client = Udp(AF_INET), other = Udp(AF_INET);
+  // Until the queue refuses more: the loopback drops what does not fit.
+  // Datagrams of 4 bytes (their number), as small as the marker, so that
+  // it does not fit either.
+  uint32_t sent = 0;
+  for (; sent < 200; sent++) SendTo(other, listener, Datagram(34, sent, 4));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ConnectTo(flow, client);
+  bool forced = false;
+  std::vector<Stray> strays = TakeAllStrays(flow, &forced);
+  CHECK(forced, "the marker arrived: the queue was not full (%zu strays)", strays.size());
+  std::vector<char> d;
+  size_t at_listener = 0;
+  while (RecvDatagram(listener, d, 100) >= 0) at_listener++;
+  CHECK(!strays.empty() && strays.size() + at_listener < sent, "%zu strays, %zu at the listener, of %u sent: none dropped",
+        strays.size(), at_listener, sent);
+  uint32_t last = 0;
+  for (size_t i = 0; i < strays.size(); i++) {
+    uint32_t number;
+    CHECK(strays[i].data.size() == 4, "a stray of %zu bytes", strays[i].data.size());
+    std::memcpy(&number, strays[i].data.data(), 4);
+    CHECK(i == 0 || number > last, "strays out of order");
+    last = number;
+  }
+  CHECK(RecvDatagram(flow, d, 0) < 0, "a datagram from before is still in the flow socket");
+  SendTo(client, listener, Datagram(35, 0, 400));
+  CHECK(RecvDatagram(flow, d, 1000) == 400 && d == Datagram(35, 0, 400), "not connected to the client after");
   for (int fd : {listener, flow, client, other}) close(fd);
 }
 
@@ -1082,6 +1135,7 @@ int main(int argc, char** argv) {
       {"UDP both ways (a proxied pair), IPv4 with IPv6", UdpProxy},
       {"UDP strays: what a socket on a shared port got before its connect() comes back, in order; then only its peer's",
        UdpStrays},
+      {"UDP strays with the marker dropped by a full queue: all taken once the wait gives up", UdpStraysMarkerDropped},
   };
   const char* only = argc > 1 ? argv[1] : nullptr;
   // A scenario that hangs fails the run rather than holding it forever.
