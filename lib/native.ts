@@ -73,13 +73,14 @@ export interface NativeBinding {
   /**
    * A connected UDP socket's datagrams that came before its connect()
    * (src/strays.h), in two steps that never wait. sendMarker() connects it
-   * to a marker for the moment and returns the peer to go back to;
+   * to a marker for the moment and returns where it goes back to, opaque;
    * takeStrays() reads, in order, what is queued ahead of the marker, and
    * once it has the marker (or with `force` once the queue is empty)
-   * connects the socket to `peer` again: `done`.
+   * connects the socket back: `done`. A failure comes as `error`, with the
+   * strays read before it.
    */
   sendMarker (fd: number): Buffer
-  takeStrays (fd: number, peer: Buffer, force: boolean): { strays: Stray[], done: boolean }
+  takeStrays (fd: number, back: Buffer, force: boolean): { strays: Stray[], done: boolean, error?: Error }
 }
 
 export interface Stray {

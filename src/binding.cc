@@ -1,8 +1,10 @@
 // The addon's entry: turns JavaScript values into engine calls and engine
 // results back into JavaScript values. Policy lives in lib/.
 #include <napi.h>
+#include <uv.h>
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <climits>
 #include <cmath>
@@ -171,58 +173,70 @@ Napi::Value Identity(const Napi::CallbackInfo& info) {
   return Napi::String::New(env, SocketIdText(id));
 }
 
-// sendMarker(fd): the peer to go back to, as sockaddr bytes. See strays.h.
-Napi::Value SendMarkerOn(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  sockaddr_storage peer;
-  socklen_t len;
-  SysError err;
-  if (!SendMarker(Descriptor(info[0], "fd", "getpeername"), &peer, &len, &err))
-    throw ErrnoError(env, err.error, err.syscall);
-  return Napi::Buffer<char>::Copy(env, reinterpret_cast<char*>(&peer), len);
+// A sender's address as Node writes it in `rinfo`: a link-local IPv6
+// address with its interface ("fe80::1%eth0").
+Napi::Object Sender(Napi::Env env, const sockaddr_storage& from) {
+  char text[INET6_ADDRSTRLEN + 1 + UV_IF_NAMESIZE] = "";
+  int port;
+  if (from.ss_family == AF_INET) {
+    auto& in = reinterpret_cast<const sockaddr_in&>(from);
+    inet_ntop(AF_INET, &in.sin_addr, text, sizeof text);
+    port = ntohs(in.sin_port);
+  } else {
+    auto& in6 = reinterpret_cast<const sockaddr_in6&>(from);
+    inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof text);
+    port = ntohs(in6.sin6_port);
+    size_t len = std::strlen(text);
+    size_t room = sizeof text - len - 1;
+    if (IN6_IS_ADDR_LINKLOCAL(&in6.sin6_addr) && in6.sin6_scope_id > 0 &&
+        uv_if_indextoiid(in6.sin6_scope_id, text + len + 1, &room) == 0)
+      text[len] = '%';
+  }
+  Napi::Object sender = Napi::Object::New(env);
+  sender.Set("address", Napi::String::New(env, text));
+  sender.Set("family", Napi::String::New(env, from.ss_family == AF_INET ? "IPv4" : "IPv6"));
+  sender.Set("port", Napi::Number::New(env, port));
+  return sender;
 }
 
-// takeStrays(fd, peer, force): { strays: [{ data, address, family, port }]
-// in arrival order, done }. See strays.h.
+// sendMarker(fd): where the socket goes back to, opaque. See strays.h.
+Napi::Value SendMarkerOn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Return back;
+  SysError err;
+  if (!SendMarker(Descriptor(info[0], "fd", "getpeername"), &back, &err))
+    throw ErrnoError(env, err.error, err.syscall);
+  return Napi::Buffer<char>::Copy(env, reinterpret_cast<char*>(&back), sizeof back);
+}
+
+// takeStrays(fd, back, force): { strays: [{ data, address, family, port }]
+// in arrival order, done, error? }. See strays.h.
 Napi::Value TakeStraysOf(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Descriptor(info[0], "fd", "getpeername");
-  if (!info[1].IsBuffer()) throw Napi::TypeError::New(env, "peer must be sendMarker()'s Buffer");
-  auto bytes = info[1].As<Napi::Buffer<char>>();
-  sockaddr_storage peer = {};
-  if (bytes.Length() > sizeof peer) throw Napi::RangeError::New(env, "peer is too long for an address");
-  std::memcpy(&peer, bytes.Data(), bytes.Length());
+  Return back;
+  if (!info[1].IsBuffer() || info[1].As<Napi::Buffer<char>>().Length() != sizeof back)
+    throw Napi::TypeError::New(env, "back must be sendMarker()'s Buffer");
+  std::memcpy(&back, info[1].As<Napi::Buffer<char>>().Data(), sizeof back);
+  int family = back.peer.ss_family;
+  if (!(family == AF_INET && back.peer_len == sizeof(sockaddr_in)) &&
+      !(family == AF_INET6 && back.peer_len == sizeof(sockaddr_in6)))
+    throw Napi::TypeError::New(env, "back must be sendMarker()'s Buffer");
   std::vector<Stray> strays;
   bool done;
   SysError err;
-  if (!TakeStrays(fd, peer, static_cast<socklen_t>(bytes.Length()), info[2].ToBoolean(), &strays, &done, &err))
-    throw ErrnoError(env, err.error, err.syscall);
+  bool ok = TakeStrays(fd, back, info[2].ToBoolean(), &strays, &done, &err);
   Napi::Array list = Napi::Array::New(env, strays.size());
   for (size_t i = 0; i < strays.size(); i++) {
-    const Stray& s = strays[i];
-    char text[INET6_ADDRSTRLEN] = "";
-    const void* addr;
-    int port;
-    if (s.from.ss_family == AF_INET) {
-      auto& in = reinterpret_cast<const sockaddr_in&>(s.from);
-      addr = &in.sin_addr;
-      port = ntohs(in.sin_port);
-    } else {
-      auto& in6 = reinterpret_cast<const sockaddr_in6&>(s.from);
-      addr = &in6.sin6_addr;
-      port = ntohs(in6.sin6_port);
-    }
-    inet_ntop(s.from.ss_family, addr, text, sizeof text);
-    Napi::Object stray = Napi::Object::New(env);
-    stray.Set("data", Napi::Buffer<char>::Copy(env, s.data.data(), s.data.size()));
-    stray.Set("address", Napi::String::New(env, text));
-    stray.Set("family", Napi::String::New(env, s.from.ss_family == AF_INET ? "IPv4" : "IPv6"));
-    stray.Set("port", Napi::Number::New(env, port));
+    Napi::Object stray = Sender(env, strays[i].from);
+    stray.Set("data", Napi::Buffer<char>::Copy(env, strays[i].data.data(), strays[i].data.size()));
     list.Set(i, stray);
   }
   Napi::Object out = Napi::Object::New(env);
   out.Set("strays", list);
-  out.Set("done", done);
+  out.Set("done", ok && done);
+  // Failed: what was read is still another flow's to send on.
+  if (!ok) out.Set("error", ErrnoError(env, err.error, err.syscall).Value());
   return out;
 }
 

@@ -49,21 +49,46 @@ bool Failed(SysError* err, const char* syscall) {
   return false;
 }
 
+// One datagram without waiting: 1, 0 when none is queued, -1 with `err`.
+// 64 KiB holds any UDP datagram, so none is cut short.
+int ReadOne(int fd, int flags, char (&buffer)[65536], Stray* stray, SysError* err) {
+  for (;;) {
+    iovec iov = {buffer, sizeof buffer};
+    msghdr msg = {};
+    msg.msg_name = &stray->from;
+    msg.msg_namelen = sizeof stray->from;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT | flags);
+    if (n >= 0) {
+      stray->data.assign(buffer, buffer + n);
+      return 1;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    Failed(err, "recvmsg");
+    return -1;
+  }
+}
+
 }  // namespace
 
-bool SendMarker(int fd, sockaddr_storage* peer, socklen_t* peer_len, SysError* err) {
-  Address own, marker;
-  *peer_len = sizeof *peer;
-  if (getpeername(fd, reinterpret_cast<sockaddr*>(peer), peer_len) < 0)
+bool SendMarker(int fd, Return* back, SysError* err) {
+  back->peer_len = sizeof back->peer;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&back->peer), &back->peer_len) < 0)
     return Failed(err, "getpeername");
-  if (getsockname(fd, own.sa(), &own.len) < 0) return Failed(err, "getsockname");
+  back->own_len = sizeof back->own;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&back->own), &back->own_len) < 0)
+    return Failed(err, "getsockname");
   // The marker on the socket's own local address, so that connecting to it
   // leaves that address as it is.
-  Marker m;
-  m.fd = socket(own.ss.ss_family, SOCK_DGRAM, 0);
-  if (m.fd < 0) return Failed(err, "socket");
-  marker = own;
+  Address marker;
+  std::memcpy(&marker.ss, &back->own, back->own_len);
+  marker.len = back->own_len;
   SetPort(&marker, 0);
+  Marker m;
+  m.fd = socket(marker.ss.ss_family, SOCK_DGRAM, 0);
+  if (m.fd < 0) return Failed(err, "socket");
   if (bind(m.fd, marker.sa(), marker.len) < 0) return Failed(err, "bind");
   marker.len = sizeof marker.ss;
   if (getsockname(m.fd, marker.sa(), &marker.len) < 0) return Failed(err, "getsockname");
@@ -71,41 +96,50 @@ bool SendMarker(int fd, sockaddr_storage* peer, socklen_t* peer_len, SysError* e
   // Only the marker can arrive now, behind whatever came before; the
   // peer's datagrams go to the listener meanwhile. On failure the socket is
   // left connected to the marker: its owner closes it.
-  if (sendto(m.fd, "", 0, MSG_DONTWAIT, own.sa(), own.len) < 0) return Failed(err, "sendto");
+  if (sendto(m.fd, "", 0, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&back->own), back->own_len) < 0)
+    return Failed(err, "sendto");
   return true;
 }
 
-bool TakeStrays(int fd, const sockaddr_storage& peer, socklen_t peer_len, bool force,
-                std::vector<Stray>* strays, bool* done, SysError* err) {
+bool TakeStrays(int fd, const Return& back, bool force, std::vector<Stray>* strays,
+                bool* done, SysError* err) {
+  *done = false;
   Address marker;
   if (getpeername(fd, marker.sa(), &marker.len) < 0) return Failed(err, "getpeername");
-  std::vector<char> buffer(65536);
-  *done = false;
-  while (!*done) {
+  static char buffer[65536];  // Node's thread only
+  for (;;) {
     Stray stray;
-    iovec iov = {buffer.data(), buffer.size()};
-    msghdr msg = {};
-    msg.msg_name = &stray.from;
-    msg.msg_namelen = sizeof stray.from;
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT);
-    if (n >= 0) {
-      *done = SameSender(stray.from, marker.ss);
-      if (*done) break;
-      stray.data.assign(buffer.data(), buffer.data() + n);
-      strays->push_back(std::move(stray));
-      continue;
+    int got = ReadOne(fd, 0, buffer, &stray, err);
+    if (got < 0) return false;
+    if (got == 0) {
+      // The marker is on its way (the kernel put off its receive work), or
+      // was dropped: `force` says the caller has waited long enough.
+      if (!force) return true;
+      break;
     }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return Failed(err, "recvmsg");
-    // The marker is on its way (the kernel deferred its receive work), or
-    // was dropped: `force` says the caller has waited long enough.
-    if (!force) return true;
-    *done = true;
+    if (SameSender(stray.from, marker.ss)) break;
+    strays->push_back(std::move(stray));
   }
-  if (connect(fd, reinterpret_cast<const sockaddr*>(&peer), peer_len) < 0)
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&back.peer), back.peer_len) < 0)
     return Failed(err, "connect");
+  // Forced: a marker that came between the empty queue and the connect is
+  // at its head now, and is not the peer's.
+  if (force) {
+    Stray head;
+    int got = ReadOne(fd, MSG_PEEK, buffer, &head, err);
+    if (got < 0) return false;
+    if (got == 1 && SameSender(head.from, marker.ss) && ReadOne(fd, 0, buffer, &head, err) < 0)
+      return false;
+  }
+  // FreeBSD forgets a socket's local address when it connects it again,
+  // and takes the route's: a socket whose address was not that one moved.
+  Address own;
+  if (getsockname(fd, own.sa(), &own.len) < 0) return Failed(err, "getsockname");
+  if (!SameSender(own.ss, back.own)) {
+    *err = {EADDRNOTAVAIL, "connect"};
+    return false;
+  }
+  *done = true;
   return true;
 }
 

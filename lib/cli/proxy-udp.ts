@@ -53,6 +53,7 @@ export async function udpProxy (o: UdpProxyOptions): Promise<number> {
   // its strays: they may be another client's.
   const dispatch = (msg: Buffer, rinfo: dgram.RemoteInfo) => {
     const key = hostPort(rinfo.address, rinfo.port)
+    if (msg.length === 0 && Flow.lateMarkers.has(key)) return
     let flow = flows.get(key)
     if (!flow) {
       if (closing) return
@@ -121,7 +122,7 @@ class Flow {
 
   /**
    * A datagram from the client that did not come through the splice: one
-   * before it, or one still queued on the listener.
+   * before it, one still queued on the listener, or a stray.
    */
   forward = (msg: Buffer) => this.#sendEarly(msg)
 
@@ -156,23 +157,31 @@ class Flow {
   // The client socket's strays (src/strays.h), with Node not receiving on
   // it meanwhile: the marker is not a datagram to relay. Done at once as a
   // rule; when the kernel has put off delivering the marker, looked at
-  // again every millisecond, and after a second taken to have been dropped.
-  #onClientConnect = () => {
+  // again every millisecond, and after a second taken to have been dropped
+  // (should it come later still, the listener gets it and drops it).
+  #onClientConnect = (err?: Error) => {
+    if (err) return this.#onError(err)
     const handle = handleOf(this.#client)!
-    let peer: Buffer
+    let back: Buffer
+    let marker: string
     try {
       receiving(handle, false)
-      peer = native!.sendMarker(handle.fd)
+      back = native!.sendMarker(handle.fd)
+      const { address, port } = this.#client.remoteAddress()
+      marker = hostPort(address, port)
     } catch (err) {
       return this.#onError(err as Error)
     }
     const since = performance.now()
     const take = () => {
       if (this.#finished) return
+      const force = performance.now() - since > 1000
+      const { strays, done, error } = native!.takeStrays(handle.fd, back, force)
+      for (const { data, address, family, port } of strays) this.dispatch(data, { address, family, port, size: data.length })
+      if (error) return this.#onError(error)
+      if (!done) return setTimeout(take, 1)
+      if (force) Flow.lateMarker(marker)
       try {
-        const { strays, done } = native!.takeStrays(handle.fd, peer, performance.now() - since > 1000)
-        for (const { data, address, family, port } of strays) this.dispatch(data, { address, family, port, size: data.length })
-        if (!done) return setTimeout(take, 1)
         receiving(handle, true)
       } catch (err) {
         return this.#onError(err as Error)
@@ -180,6 +189,14 @@ class Flow {
       this.#onConnect()
     }
     take()
+  }
+
+  /** Markers given up for: for a while, an empty datagram from one is no client's. */
+  static readonly lateMarkers = new Set<string>()
+
+  static lateMarker (key: string) {
+    Flow.lateMarkers.add(key)
+    setTimeout(() => Flow.lateMarkers.delete(key), 10_000).unref()
   }
 
   #onConnect = () => {

@@ -28,7 +28,8 @@ Options:
                         (examples/proxy-protocol.ts)
   --udp                 relay UDP flows: a flow per client address, its own
                         socket connected to the client and one to --to,
-                        spliced both ways; --idle ends it (default 30000)
+                        spliced both ways; --idle ends it (default 30000);
+                        needs the native addon
   --max BYTES           end each direction after this many bytes (K, M, G suffixes;
                         with --udp never splitting a datagram)
   --idle MS             end a direction after MS milliseconds without a byte

@@ -994,15 +994,14 @@ void SendTo(int fd, int to, const std::vector<char>& d) {
 
 // SendMarker, then TakeStrays until done (forcing it after a second).
 std::vector<Stray> TakeAllStrays(int fd, bool* forced = nullptr) {
-  sockaddr_storage peer;
-  socklen_t len;
+  Return back;
   SysError err;
-  CHECK(SendMarker(fd, &peer, &len, &err), "SendMarker: %s %s", err.syscall, std::strerror(err.error));
+  CHECK(SendMarker(fd, &back, &err), "SendMarker: %s %s", err.syscall, std::strerror(err.error));
   std::vector<Stray> strays;
   int64_t since = NowMs();
   for (bool done = false; !done;) {
     bool force = NowMs() - since > 1000;
-    CHECK(TakeStrays(fd, peer, len, force, &strays, &done, &err), "TakeStrays: %s %s", err.syscall,
+    CHECK(TakeStrays(fd, back, force, &strays, &done, &err), "TakeStrays: %s %s", err.syscall,
           std::strerror(err.error));
     if (forced) *forced = force;
     if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -1063,8 +1062,8 @@ void UdpStraysMarkerDropped(Engine&) {
   setsockopt(flow, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
   int client = Udp(AF_INET), other = Udp(AF_INET);
   // Until the queue refuses more: the loopback drops what does not fit.
-  // Datagrams of 4 bytes (their number), as small as the marker, so that
-  // it does not fit either.
+  // Datagrams of 4 bytes (their number), taking as much room as the empty
+  // marker, so that it does not fit either.
   uint32_t sent = 0;
   for (; sent < 200; sent++) SendTo(other, listener, Datagram(34, sent, 4));
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
