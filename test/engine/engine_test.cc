@@ -1074,8 +1074,8 @@ void UdpStraysMarkerDropped(Engine&) {
   bool forced = false;
   std::vector<Stray> strays = TakeAllStrays(flow, &forced);
 #ifdef __linux__
-  // FreeBSD at times finds room for the marker after all (in 2 runs of 5):
-  // there the rest still holds, with or without the wait given up.
+  // FreeBSD at times finds room for the marker after all (its limits count
+  // mbufs): there the rest still holds, with or without the wait given up.
   CHECK(forced, "the marker arrived: the queue was not full (%zu strays)", strays.size());
 #endif
   CHECK(!strays.empty() && strays.size() < sent, "%zu strays of %u sent: none dropped", strays.size(), sent);
