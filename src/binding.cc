@@ -213,7 +213,7 @@ Napi::Value SendMarkerOn(const Napi::CallbackInfo& info) {
 // in arrival order, done, error? }. See strays.h.
 Napi::Value TakeStraysOf(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = Descriptor(info[0], "fd", "getpeername");
+  int fd = Descriptor(info[0], "fd", "recvmsg");
   Return back;
   if (!info[1].IsBuffer() || info[1].As<Napi::Buffer<char>>().Length() != sizeof back)
     throw Napi::TypeError::New(env, "back must be sendMarker()'s Buffer");

@@ -92,6 +92,7 @@ bool SendMarker(int fd, Return* back, SysError* err) {
   if (bind(m.fd, marker.sa(), marker.len) < 0) return Failed(err, "bind");
   marker.len = sizeof marker.ss;
   if (getsockname(m.fd, marker.sa(), &marker.len) < 0) return Failed(err, "getsockname");
+  back->marker = marker.ss;
   if (connect(fd, marker.sa(), marker.len) < 0) return Failed(err, "connect");
   // Only the marker can arrive now, behind whatever came before; the
   // peer's datagrams go to the listener meanwhile. On failure the socket is
@@ -104,8 +105,6 @@ bool SendMarker(int fd, Return* back, SysError* err) {
 bool TakeStrays(int fd, const Return& back, bool force, std::vector<Stray>* strays,
                 bool* done, SysError* err) {
   *done = false;
-  Address marker;
-  if (getpeername(fd, marker.sa(), &marker.len) < 0) return Failed(err, "getpeername");
   static char buffer[65536];  // Node's thread only
   for (;;) {
     Stray stray;
@@ -117,7 +116,7 @@ bool TakeStrays(int fd, const Return& back, bool force, std::vector<Stray>* stra
       if (!force) return true;
       break;
     }
-    if (SameSender(stray.from, marker.ss)) break;
+    if (SameSender(stray.from, back.marker)) break;
     strays->push_back(std::move(stray));
   }
   if (connect(fd, reinterpret_cast<const sockaddr*>(&back.peer), back.peer_len) < 0)
@@ -128,7 +127,7 @@ bool TakeStrays(int fd, const Return& back, bool force, std::vector<Stray>* stra
     Stray head;
     int got = ReadOne(fd, MSG_PEEK, buffer, &head, err);
     if (got < 0) return false;
-    if (got == 1 && SameSender(head.from, marker.ss) && ReadOne(fd, 0, buffer, &head, err) < 0)
+    if (got == 1 && SameSender(head.from, back.marker) && ReadOne(fd, 0, buffer, &head, err) < 0)
       return false;
   }
   // FreeBSD forgets a socket's local address when it connects it again,

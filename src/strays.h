@@ -15,12 +15,13 @@ struct Stray {
 };
 
 // Where the socket goes back to after the marker: its peer, and the local
-// address it must still have then.
+// address it must still have then; and the marker's address.
 struct Return {
   sockaddr_storage peer = {};
   socklen_t peer_len = 0;
   sockaddr_storage own = {};
   socklen_t own_len = 0;
+  sockaddr_storage marker = {};
 };
 
 // For a socket that shares its address and port with others (a relay's
