@@ -10,6 +10,17 @@
 //                                      half-closes, reads N bytes back to
 //                                      EOF; prints one JSON line
 //
+// and for the bulk workload:
+//
+//   peer sink                          prints its port, reads every
+//                                      connection to EOF and closes it,
+//                                      until stdin closes; then prints the
+//                                      bytes it read as one JSON line
+//   peer send PORT CONNECTIONS BYTES   sends BYTES in all over CONNECTIONS
+//                                      connections, half-closes each, waits
+//                                      for the sink's close; prints the
+//                                      seconds it took as one JSON line
+//
 // and for `sosplice bench --udp`, in batches of datagrams per system call:
 //
 //   peer udp-recv                      prints its port, counts what arrives
@@ -231,6 +242,108 @@ static int client(int port, int slots, double seconds, size_t bytes) {
   return 0;
 }
 
+// Sink: reads every connection to EOF, then closes it; counts the bytes.
+static char sink_buf[1 << 20];
+
+static int sink(void) {
+  int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int on = 1;
+  struct sockaddr_in a = loopback(0);
+  socklen_t len = sizeof a;
+  if (l < 0 || setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0 ||
+      bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 4096) < 0 ||
+      getsockname(l, (struct sockaddr *)&a, &len) < 0)
+    die("listen");
+  printf("%d\n", ntohs(a.sin_port));
+  fflush(stdout);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event ev = {.events = EPOLLIN, .data.fd = l};
+  if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev) < 0) die("epoll");
+  ev.data.fd = 0;  // stdin: its EOF ends the sink
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, 0, &ev) < 0) die("epoll stdin");
+  long long bytes = 0;
+  struct epoll_event events[256];
+  for (;;) {
+    int n = epoll_wait(ep, events, 256, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) die("epoll_wait");
+    for (int i = 0; i < n; i++) {
+      int fd = events[i].data.fd;
+      if (fd == 0) {
+        printf("{\"bytes\":%lld}\n", bytes);
+        return 0;
+      }
+      if (fd == l) {
+        int c;
+        while ((c = accept4(l, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+          struct epoll_event cev = {.events = EPOLLIN, .data.fd = c};
+          if (epoll_ctl(ep, EPOLL_CTL_ADD, c, &cev) < 0) die("epoll_ctl");
+        }
+        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) die("accept");
+        continue;
+      }
+      ssize_t r;
+      while ((r = read(fd, sink_buf, sizeof sink_buf)) > 0) bytes += r;
+      if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      close(fd);  // EOF or an error: drops its epoll registration
+    }
+  }
+}
+
+// Send: BYTES shared over CONNECTIONS, each written, half-closed, then read
+// to the sink's close.
+struct sender {
+  int fd;
+  size_t left;
+};
+
+static int send_bulk(int port, int connections, size_t bytes) {
+  struct sender *s = calloc(connections, sizeof *s);
+  if (!s) die("calloc");
+  memset(sink_buf, 0x5a, sizeof sink_buf);
+  struct sockaddr_in a = loopback(port);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) die("epoll");
+  double start = now();
+  for (int i = 0; i < connections; i++) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) die("socket");
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0 && errno != EINPROGRESS) die("connect");
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.u32 = i};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl");
+    s[i] = (struct sender){fd, bytes / connections + ((size_t)i < bytes % connections)};
+  }
+  for (int live = connections; live > 0;) {
+    struct epoll_event events[256];
+    int n = epoll_wait(ep, events, 256, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) die("epoll_wait");
+    for (int e = 0; e < n; e++) {
+      struct sender *c = &s[events[e].data.u32];
+      if (c->fd < 0) continue;
+      while (c->left > 0) {
+        size_t chunk = c->left < sizeof sink_buf ? c->left : sizeof sink_buf;
+        ssize_t w = write(c->fd, sink_buf, chunk);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == EAGAIN || errno == ENOTCONN)) break;  // full, or still connecting
+        if (w <= 0) die("write");
+        c->left -= w;
+        if (c->left == 0 && shutdown(c->fd, SHUT_WR) < 0) die("shutdown");
+      }
+      if (c->left > 0) continue;
+      char byte;
+      ssize_t r = read(c->fd, &byte, 1);
+      if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      if (r != 0) die("read");  // the sink sends nothing
+      close(c->fd);
+      c->fd = -1;
+      live--;
+    }
+  }
+  printf("{\"seconds\":%.6f}\n", now() - start);
+  return 0;
+}
+
 enum { kBatch = 64, kMaxSize = 65507, kSegments = 64 };
 
 // Socket buffers of 4 MiB each way (the kernel caps them at its rmem_max
@@ -328,6 +441,9 @@ int main(int argc, char **argv) {
   if (argc == 2 && !strcmp(argv[1], "echo")) return echo();
   if (argc == 6 && !strcmp(argv[1], "client"))
     return client(atoi(argv[2]), atoi(argv[3]), atof(argv[4]), strtoul(argv[5], NULL, 10));
+  if (argc == 2 && !strcmp(argv[1], "sink")) return sink();
+  if (argc == 5 && !strcmp(argv[1], "send"))
+    return send_bulk(atoi(argv[2]), atoi(argv[3]), strtoull(argv[4], NULL, 10));
   if (argc == 2 && !strcmp(argv[1], "udp-recv")) {
     udp_recv();
     return 0;
@@ -341,7 +457,8 @@ int main(int argc, char **argv) {
     udp_send(atoi(argv[2]), (size_t)size, atof(argv[4]), argc == 6 ? atof(argv[5]) : 0);
     return 0;
   }
-  fprintf(stderr, "usage: peer echo | peer client PORT SLOTS SECONDS BYTES | peer udp-recv |\n"
+  fprintf(stderr, "usage: peer echo | peer client PORT SLOTS SECONDS BYTES | peer sink |\n"
+                  "       peer send PORT CONNECTIONS BYTES | peer udp-recv |\n"
                   "       peer udp-send PORT SIZE SECONDS [RATE]\n");
   return 2;
 }

@@ -57,13 +57,13 @@ describe('sosplice (command line)', () => {
     // The C peers are there wherever a C compiler is; without one the bench says it left them out.
     const { peer } = compilePeer()
     if (!peer) assert.match(stderr, /C peers left out/)
-    for (const workload of peer ? ['bulk', 'short', 'shortC'] : ['bulk', 'short']) {
+    for (const workload of peer ? ['bulk', 'short', 'bulkC', 'shortC'] : ['bulk', 'short']) {
       const cases = doc[workload].map((r: { name: string, connections: number }) => `${r.name}/${r.connections}`)
       for (const name of ['default', 'userspace', 'node-pipe', 'direct', ...backends()]) {
         for (const c of [1, 4]) assert.ok(cases.includes(`${name}/${c}`), `${workload}: ${name}/${c} missing`)
       }
     }
-    for (const r of doc.bulk) {
+    for (const r of [...doc.bulk, ...doc.bulkC]) {
       assert.equal(r.runs.length, 2)
       const { gbits, userPerGB, sysPerGB } = r.stats
       assert.ok(gbits.median > 0 && gbits.min <= gbits.median && gbits.median <= gbits.max, r.name)

@@ -12,8 +12,8 @@ import { promisify } from 'node:util'
 // - short: for `duration` seconds, `connections` clients each open a
 //   connection, send `message` bytes, read them echoed back and close, again
 //   and again; connections per second, latency, proxy CPU per connection.
-//   Once with Node peers, once with C peers (bench/peer.c) when `peer` is
-//   given: Node peers on a small machine cap what a proxy can show.
+// Each once with Node peers, once with C peers (bench/peer.c) when `peer`
+// is given: Node peers on a small machine cap what a proxy can show.
 // The proxy runs in its own process, so its CPU is counted apart from the
 // peers'. `direct` is the ceiling: the peers talk with no proxy.
 
@@ -23,11 +23,11 @@ export interface BenchOptions {
   duration: number
   /** Bytes each way per short connection. */
   message: number
-  /** The short workload with Node peers. */
+  /** The workloads with Node peers. */
   nodePeers: boolean
   runs: number
   cases: string[]
-  /** The compiled C peer, for the short workload with C peers. */
+  /** The compiled C peer, for the workloads with C peers. */
   peer?: string
   progress?: (message: string) => void
 }
@@ -55,15 +55,22 @@ export interface CaseResult<Run> {
 export interface BenchReport {
   bulk: CaseResult<BulkRun>[]
   short: CaseResult<ShortRun>[]
-  /** The short workload with C peers. */
+  /** The workloads with C peers. */
+  bulkC: CaseResult<BulkRun>[]
   shortC: CaseResult<ShortRun>[]
 }
 
 export async function bench (options: BenchOptions): Promise<BenchReport> {
-  const report: BenchReport = { bulk: [], short: [], shortC: [] }
-  const { duration, message, peer } = options
+  const report: BenchReport = { bulk: [], short: [], bulkC: [], shortC: [] }
+  const { size, duration, message, peer } = options
   for (const connections of options.connections) {
-    report.bulk.push(...await alternate(options, connections, 'bulk', name => bulk(name, options.size, connections)))
+    if (options.nodePeers) {
+      report.bulk.push(...await alternate(options, connections, 'bulk', name => bulk(name, size, connections)))
+    }
+    if (peer) {
+      report.bulkC.push(...await alternate(options, connections, 'bulk, C peers',
+        name => bulkC(name, size, connections, peer)))
+    }
     if (duration > 0 && options.nodePeers) {
       report.short.push(...await alternate(options, connections, 'short',
         name => short(name, duration, connections, message)))
@@ -121,10 +128,13 @@ async function bulk (name: string, size: number, connections: number): Promise<B
     })])
     const seconds = Number(process.hrtime.bigint() - started) / 1e9
     if (received !== size) throw new Error(`${name}: received ${received} of ${size} bytes`)
-    const cpu = await measure()
-    const gb = size / 1e9
-    return { gbits: size * 8 / seconds / 1e9, userPerGB: cpu.user / 1e6 / gb, sysPerGB: cpu.system / 1e6 / gb }
+    return bulkRun(size, seconds, await measure())
   })
+}
+
+function bulkRun (size: number, seconds: number, cpu: NodeJS.CpuUsage): BulkRun {
+  const gb = size / 1e9
+  return { gbits: size * 8 / seconds / 1e9, userPerGB: cpu.user / 1e6 / gb, sysPerGB: cpu.system / 1e6 / gb }
 }
 
 async function short (name: string, duration: number, connections: number, size: number): Promise<ShortRun> {
@@ -162,6 +172,25 @@ async function short (name: string, duration: number, connections: number, size:
 function shortRun (n: number, seconds: number, p50: number, p99: number, cpu: NodeJS.CpuUsage,
   errors: Record<string, number>): ShortRun {
   return { perSecond: n / seconds, p50, p99, userPerConnection: cpu.user / n, sysPerConnection: cpu.system / n, errors }
+}
+
+/** The bulk workload between a C sender and a C sink. */
+async function bulkC (name: string, size: number, connections: number, peer: string): Promise<BulkRun> {
+  const sink = spawn(peer, ['sink'], { stdio: ['pipe', 'pipe', 'inherit'] })
+  try {
+    const lines = readline.createInterface({ input: sink.stdout! })[Symbol.asyncIterator]()
+    const port = Number((await lines.next()).value)
+    const { seconds, cpu } = await withProxy(name, port, async (port, measure) => {
+      const { stdout } = await promisify(execFile)(peer, ['send', String(port), String(connections), String(size)])
+      return { seconds: (JSON.parse(stdout) as { seconds: number }).seconds, cpu: await measure() }
+    })
+    sink.stdin!.end()
+    const { bytes } = JSON.parse((await lines.next()).value as string) as { bytes: number }
+    if (bytes !== size) throw new Error(`${name}: received ${bytes} of ${size} bytes`)
+    return bulkRun(size, seconds, cpu)
+  } finally {
+    sink.kill()
+  }
 }
 
 /** The short workload between a C client and a C echo server. */

@@ -15,10 +15,13 @@ const colors: Record<string, string> = {
 export function chart (report: BenchReport, options: { size: number, duration: number }, machine: string): string {
   const panels: [string, CaseResult<object>[], string, string][] = []
   const cpuPanels: [string, CaseResult<object>[]][] = []
-  for (const c of new Set(report.bulk.map(r => r.connections))) {
-    const results = report.bulk.filter(r => r.connections === c)
-    panels.push([`bulk: ${options.size} bytes over ${c} connection(s)`, results, 'gbits', 'Gbit/s'])
-    cpuPanels.push([`proxy CPU per GB, bulk over ${c} connection(s)`, results.filter(r => r.name !== 'direct')])
+  for (const [bulk, peers] of [[report.bulk, 'Node'], [report.bulkC, 'C']] as const) {
+    for (const c of new Set(bulk.map(r => r.connections))) {
+      const results = bulk.filter(r => r.connections === c)
+      panels.push([`bulk: ${options.size} bytes over ${c} connection(s), ${peers} peers`, results, 'gbits', 'Gbit/s'])
+      cpuPanels.push([`proxy CPU per GB, bulk over ${c} connection(s), ${peers} peers`,
+        results.filter(r => r.name !== 'direct')])
+    }
   }
   for (const [results, peers] of [[report.short, 'Node'], [report.shortC, 'C']] as const) {
     for (const c of new Set(results.map(r => r.connections))) {

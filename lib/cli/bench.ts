@@ -29,15 +29,16 @@ Workloads, at each --connections level:
   bulk    --size bytes in all, shared over the connections (throughput)
   short   for --duration seconds, each connection slot opens a connection,
           sends --message bytes, reads them echoed back, closes (connections/s,
-          latency); once with Node peers, once with C peers (bench/peer.c,
-          built with $CC or cc; left out, and said so, without a compiler)
+          latency)
+Each once with Node peers, once with C peers (bench/peer.c, built with $CC
+or cc; left out, and said so, without a compiler).
 
 Options:
-  --size BYTES          bulk bytes per run, with an optional K, M or G suffix (default 256M)
+  --size BYTES          bulk bytes per run, with an optional K, M or G suffix (default 1G)
   --connections LIST    comma-separated concurrency levels (default 1,64)
   --duration SECONDS    short-connection time per run; 0 skips that workload (default 1)
   --message BYTES       bytes each way per short connection (default 1K)
-  --peers LIST          the short workload's peers: node, c or both (default node,c)
+  --peers LIST          the workloads' peers: node, c or both (default node,c)
   --runs N              repetitions of each case (default 3)
   --splice-after BYTES  adds the staged cases, with this threshold (default: none)
   --backends LIST       comma-separated cases (default: ${cases(0).join(',')})
@@ -59,7 +60,7 @@ Options:
 
 export async function main (args: string[]): Promise<number> {
   const { values } = parseOptions(args, {
-    size: { type: 'string', default: '256M' },
+    size: { type: 'string', default: '1G' },
     connections: { type: 'string', default: '1,64' },
     duration: { type: 'string' },
     message: { type: 'string', default: '1K' },
@@ -82,10 +83,10 @@ export async function main (args: string[]): Promise<number> {
   const peers = values.peers.split(',')
   for (const p of peers) if (p !== 'node' && p !== 'c') fail(`--peers: ${p} is not node or c`)
   let peer: string | undefined
-  if (peers.includes('c') && duration > 0) {
+  if (peers.includes('c')) {
     const compiled = compilePeer()
     peer = compiled.peer
-    if (!peer) process.stderr.write(`sosplice bench: short connections with C peers left out: no C peer (${compiled.why})\n`)
+    if (!peer) process.stderr.write(`sosplice bench: the workloads with C peers left out: no C peer (${compiled.why})\n`)
   }
   const options = {
     size: parseSize('--size', values.size),
@@ -162,13 +163,15 @@ async function udp (values: { sizes: string, rate: string, duration?: string, ru
 
 function tables (report: BenchReport, size: number, message: number): string {
   let out = ''
-  for (const connections of new Set(report.bulk.map(r => r.connections))) {
-    const rows = report.bulk.filter(r => r.connections === connections)
-    out += `\nbulk: ${size} bytes over ${connections} connection(s)\n\n` + table(rows, 'gbits', [
-      ['Gbit/s', r => range(r.stats.gbits, 2)],
-      ['user CPU s/GB', r => r.name === 'direct' ? '-' : range(r.stats.userPerGB, 3)],
-      ['sys CPU s/GB', r => r.name === 'direct' ? '-' : range(r.stats.sysPerGB, 3)]
-    ])
+  for (const [results, peers] of [[report.bulk, 'Node peers'], [report.bulkC, 'C peers']] as const) {
+    for (const connections of new Set(results.map(r => r.connections))) {
+      const rows = results.filter(r => r.connections === connections)
+      out += `\nbulk: ${size} bytes over ${connections} connection(s), ${peers}\n\n` + table(rows, 'gbits', [
+        ['Gbit/s', r => range(r.stats.gbits, 2)],
+        ['user CPU s/GB', r => r.name === 'direct' ? '-' : range(r.stats.userPerGB, 3)],
+        ['sys CPU s/GB', r => r.name === 'direct' ? '-' : range(r.stats.sysPerGB, 3)]
+      ])
+    }
   }
   for (const [results, peers] of [[report.short, 'Node peers'], [report.shortC, 'C peers']] as const) {
     for (const connections of new Set(results.map(r => r.connections))) {
