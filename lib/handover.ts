@@ -89,6 +89,20 @@ export function restoreFlowing (socket: net.Socket, flowing: boolean | null): vo
   else (socket as { readableFlowing: boolean | null }).readableFlowing = null
 }
 
+/**
+ * Ends Node's writable side of a socket whose write side the engine has
+ * already shut down: Node finishes without a shutdown(2) of its own, which
+ * would cost a loop turn, two epoll changes and a failing system call.
+ * Marked prefinished, Node skips `_final` (the shutdown) and finishes at
+ * once; with anything still queued it shuts down as usual.
+ */
+export function endShut (socket: net.Socket): void {
+  if (!socket.writableEnded && socket.writableLength === 0) {
+    (socket as unknown as { _writableState: { prefinished: boolean } })._writableState.prefinished = true
+  }
+  socket.end()
+}
+
 /** Takes the first `n` of the bytes Node has already read. */
 export function takeBuffered (socket: net.Socket, n: number): Buffer {
   return n === 0 ? Buffer.alloc(0) : socket.read(n) as Buffer

@@ -1,7 +1,7 @@
 import type net from 'node:net'
 import { checkFree, Claim } from './claim.js'
 import { Copy } from './copy.js'
-import { fdOf, type Hold, holdReading, keepTimeoutsAlive, restoreFlowing, takeBuffered, writeFlushed } from './handover.js'
+import { endShut, fdOf, type Hold, holdReading, keepTimeoutsAlive, restoreFlowing, takeBuffered, writeFlushed } from './handover.js'
 import { Flag, type NativeBinding, type NativeHandle, Reason } from './native.js'
 import type { RelayOptions } from './options.js'
 
@@ -287,7 +287,11 @@ export class Relay {
       restoreFlowing(f.source, f.flowing)
     }
     this.#claim?.free(f)
-    if (end.reason === Reason.Eof && this.#options.end && !f.drain.destroyed) f.drain.end()
+    if (end.reason === Reason.Eof && this.#options.end && !f.drain.destroyed) {
+      // An EOF the kernel moved: the engine has shut the drain already.
+      if (f.kernel) endShut(f.drain)
+      else f.drain.end()
+    }
     const done = this.flows.every(g => g.end)
     if (done) {
       this.#phase = 'ended'

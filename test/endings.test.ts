@@ -16,17 +16,37 @@ eachBackend('endings', backend => {
     if (backends().includes(backend)) await assertNoLeaks(fdsBefore)
   })
 
-  it('EOF with end: true ends the drain after the last byte, and the source emits end', async () => {
+  it("EOF with end: true ends the drain after the last byte, the drain finishes, and the source emits end", async () => {
     const { sender, source, drain, receiver, destroy } = await rig()
     const received = receive(receiver)
     const sp = splice(source, drain, { backend })
     const sourceEnded = once(source, 'end')
+    const drainFinished = once(drain, 'finish')
     const sent = await send(sender, 'eof-end', 2 * MiB)
     assert.deepEqual(await sp.done, { bytes: 2 * MiB, reason: 'eof' })
     assert.deepEqual(await received, sent)
     await sourceEnded
+    await drainFinished
     assert.equal(drain.writableEnded, true)
     destroy()
+  })
+
+  it('proxy(): ended by EOF both ways, both sockets close themselves, as with pipe()', async () => {
+    const [client, a] = await socketPair()
+    const [b, server] = await socketPair('127.0.0.1', '127.0.0.1', { allowHalfOpen: true })
+    const closed = [once(a, 'close'), once(b, 'close')]
+    const proxied = proxy(a, b, { backend })
+    const atServer = receive(server)
+    const request = stream('close-request')(64 * 1024)
+    client.end(request)
+    assert.deepEqual(await atServer, digest(request))
+    const atClient = receive(client)
+    const response = await send(server, 'close-response', MiB)
+    assert.deepEqual(await atClient, response)
+    const { aToB, bToA } = await proxied
+    assert.deepEqual([aToB.reason, bToA.reason], ['eof', 'eof'])
+    await Promise.all(closed)
+    for (const s of [client, server]) s.destroy()
   })
 
   it('EOF with end: false leaves the drain open for more writes', async () => {
