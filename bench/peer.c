@@ -118,7 +118,15 @@ static void echo_serve(int ep, struct conn *c) {
   }
 }
 
-static int echo(void) {
+// Up to 256 ready events, or 0 when interrupted or timed out.
+static int wait_events(int ep, struct epoll_event *events, int timeout) {
+  int n = epoll_wait(ep, events, 256, timeout);
+  if (n < 0 && errno != EINTR) die("epoll_wait");
+  return n < 0 ? 0 : n;
+}
+
+// A listening socket on a free loopback port, the port printed for the bench.
+static int listen_loopback(void) {
   int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int on = 1;
   struct sockaddr_in a = loopback(0);
@@ -129,6 +137,11 @@ static int echo(void) {
     die("listen");
   printf("%d\n", ntohs(a.sin_port));
   fflush(stdout);
+  return l;
+}
+
+static int echo(void) {
+  int l = listen_loopback();
   int ep = epoll_create1(EPOLL_CLOEXEC);
   struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
   if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev) < 0) die("epoll");
@@ -136,9 +149,7 @@ static int echo(void) {
   if (epoll_ctl(ep, EPOLL_CTL_ADD, 0, &ev) < 0) die("epoll stdin");
   struct epoll_event events[256];
   for (;;) {
-    int n = epoll_wait(ep, events, 256, -1);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) die("epoll_wait");
+    int n = wait_events(ep, events, -1);
     for (int i = 0; i < n; i++) {
       void *p = events[i].data.ptr;
       if (p == &ev) return 0;
@@ -199,9 +210,7 @@ static int client(int port, int slots, double seconds, size_t bytes) {
     }
     if (live == 0) break;
     struct epoll_event events[256];
-    int n = epoll_wait(ep, events, 256, 1000);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) die("epoll_wait");
+    int n = wait_events(ep, events, 1000);
     for (int e = 0; e < n; e++) {
       struct slot *c = &s[events[e].data.u32];
       int failed = 0, finished = 0;
@@ -246,16 +255,7 @@ static int client(int port, int slots, double seconds, size_t bytes) {
 static char sink_buf[1 << 20];
 
 static int sink(void) {
-  int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  int on = 1;
-  struct sockaddr_in a = loopback(0);
-  socklen_t len = sizeof a;
-  if (l < 0 || setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0 ||
-      bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 4096) < 0 ||
-      getsockname(l, (struct sockaddr *)&a, &len) < 0)
-    die("listen");
-  printf("%d\n", ntohs(a.sin_port));
-  fflush(stdout);
+  int l = listen_loopback();
   int ep = epoll_create1(EPOLL_CLOEXEC);
   struct epoll_event ev = {.events = EPOLLIN, .data.fd = l};
   if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev) < 0) die("epoll");
@@ -264,9 +264,7 @@ static int sink(void) {
   long long bytes = 0;
   struct epoll_event events[256];
   for (;;) {
-    int n = epoll_wait(ep, events, 256, -1);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) die("epoll_wait");
+    int n = wait_events(ep, events, -1);
     for (int i = 0; i < n; i++) {
       int fd = events[i].data.fd;
       if (fd == 0) {
@@ -315,9 +313,7 @@ static int send_bulk(int port, int connections, size_t bytes) {
   }
   for (int live = connections; live > 0;) {
     struct epoll_event events[256];
-    int n = epoll_wait(ep, events, 256, -1);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) die("epoll_wait");
+    int n = wait_events(ep, events, -1);
     for (int e = 0; e < n; e++) {
       struct sender *c = &s[events[e].data.u32];
       if (c->fd < 0) continue;
