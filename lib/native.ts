@@ -77,10 +77,16 @@ export interface NativeBinding {
    * takeStrays() reads, in order, what is queued ahead of the marker, and
    * once it has the marker (or with `force` once the queue is empty)
    * connects the socket back: `done`. A failure comes as `error`, with the
-   * strays read before it.
+   * strays read before it. Done by force, it gives the marker's address:
+   * the marker may still come.
    */
   sendMarker (fd: number): Buffer
-  takeStrays (fd: number, back: Buffer, force: boolean): { strays: Stray[], done: boolean, error?: Error }
+  takeStrays (fd: number, back: Buffer, force: boolean): {
+    strays: Stray[]
+    done: boolean
+    error?: Error
+    marker?: { address: string, port: number }
+  }
 }
 
 export interface Stray {

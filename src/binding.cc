@@ -210,7 +210,8 @@ Napi::Value SendMarkerOn(const Napi::CallbackInfo& info) {
 }
 
 // takeStrays(fd, back, force): { strays: [{ data, address, family, port }]
-// in arrival order, done, error? }. See strays.h.
+// in arrival order, done, error?, marker? }: the marker's address once
+// done by force, since it may still come. See strays.h.
 Napi::Value TakeStraysOf(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Descriptor(info[0], "fd", "recvmsg");
@@ -235,6 +236,7 @@ Napi::Value TakeStraysOf(const Napi::CallbackInfo& info) {
   Napi::Object out = Napi::Object::New(env);
   out.Set("strays", list);
   out.Set("done", ok && done);
+  if (ok && done && info[2].ToBoolean()) out.Set("marker", Sender(env, back.marker));
   // Failed: what was read is still another flow's to send on.
   if (!ok) out.Set("error", ErrnoError(env, err.error, err.syscall).Value());
   return out;

@@ -1,7 +1,7 @@
 #include "strays.h"
+#include "posix.h"
 
 #include <netinet/in.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -39,9 +39,7 @@ void SetPort(Address* a, in_port_t port) {
 
 struct Marker {
   int fd = -1;
-  ~Marker() {
-    if (fd >= 0) close(fd);
-  }
+  ~Marker() { CloseFd(fd); }
 };
 
 bool Failed(SysError* err, const char* syscall) {
@@ -50,8 +48,10 @@ bool Failed(SysError* err, const char* syscall) {
 }
 
 // One datagram without waiting: 1, 0 when none is queued, -1 with `err`.
-// 64 KiB holds any UDP datagram, so none is cut short.
-int ReadOne(int fd, int flags, char (&buffer)[65536], Stray* stray, SysError* err) {
+// 64 KiB holds any UDP datagram, so none is cut short; one buffer per
+// thread, since Node's worker threads each have the addon.
+int ReadOne(int fd, int flags, Stray* stray, SysError* err) {
+  thread_local char buffer[65536];
   for (;;) {
     iovec iov = {buffer, sizeof buffer};
     msghdr msg = {};
@@ -87,7 +87,7 @@ bool SendMarker(int fd, Return* back, SysError* err) {
   marker.len = back->own_len;
   SetPort(&marker, 0);
   Marker m;
-  m.fd = socket(marker.ss.ss_family, SOCK_DGRAM, 0);
+  m.fd = socket(marker.ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (m.fd < 0) return Failed(err, "socket");
   if (bind(m.fd, marker.sa(), marker.len) < 0) return Failed(err, "bind");
   marker.len = sizeof marker.ss;
@@ -105,10 +105,9 @@ bool SendMarker(int fd, Return* back, SysError* err) {
 bool TakeStrays(int fd, const Return& back, bool force, std::vector<Stray>* strays,
                 bool* done, SysError* err) {
   *done = false;
-  static char buffer[65536];  // Node's thread only
   for (;;) {
     Stray stray;
-    int got = ReadOne(fd, 0, buffer, &stray, err);
+    int got = ReadOne(fd, 0, &stray, err);
     if (got < 0) return false;
     if (got == 0) {
       // The marker is on its way (the kernel put off its receive work), or
@@ -125,9 +124,9 @@ bool TakeStrays(int fd, const Return& back, bool force, std::vector<Stray>* stra
   // at its head now, and is not the peer's.
   if (force) {
     Stray head;
-    int got = ReadOne(fd, MSG_PEEK, buffer, &head, err);
+    int got = ReadOne(fd, MSG_PEEK, &head, err);
     if (got < 0) return false;
-    if (got == 1 && SameSender(head.from, back.marker) && ReadOne(fd, 0, buffer, &head, err) < 0)
+    if (got == 1 && SameSender(head.from, back.marker) && ReadOne(fd, 0, &head, err) < 0)
       return false;
   }
   // FreeBSD forgets a socket's local address when it connects it again,

@@ -32,6 +32,9 @@ struct Return {
 // SendMarker connects the socket, for the moment, to a marker socket of its
 // own on its own address (so that nothing else can arrive), sends one empty
 // datagram from it and closes it; `back` says where the socket returns.
+// The marker's port is free again while its datagram is awaited: a local
+// program that took it and sent to the socket within that wait would be
+// taken for the marker.
 bool SendMarker(int fd, Return* back, SysError* err);
 
 // TakeStrays reads what is queued ahead of the marker into `strays`. Once

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict'
 import dgram from 'node:dgram'
 import { once } from 'node:events'
 import { type BackendName, backends, proxy, splice } from '../lib/index.js'
+import { handleOf, receiving } from '../lib/datagram.js'
 import { native } from '../lib/native.js'
 import { assertNoLeaks, digest, eventually, openFds, sleep, socketPair, stream, within } from './helpers.js'
 
@@ -335,3 +336,45 @@ function udpSuite (backend: BackendName) {
     await assertNoLeaks(before)
   })
 }
+
+describe("the addon's strays (what proxy --udp takes from a new flow's socket)", () => {
+  before(function () { if (!native) this.skip() })
+
+  it('datagrams from two senders before connect() come back in order, then only the peer\'s; given up by force, the marker is named', async () => {
+    const socket = await udp('udp4')
+    const handle = handleOf(socket)!
+    receiving(handle, false)
+    const [peer, other] = [await udp('udp4'), await udp('udp4')]
+    const early = numbered(4, 100, 'strays')
+    for (const [i, d] of early.entries()) (i % 2 ? other : peer).send(d, portOf(socket), '127.0.0.1')
+    await sleep(50)
+    await new Promise<void>(resolve => socket.connect(portOf(peer), '127.0.0.1', resolve))
+    const back = native!.sendMarker(handle.fd)
+    let taken = native!.takeStrays(handle.fd, back, false)
+    const strays = [...taken.strays]
+    for (let i = 0; !taken.done && i < 100; i++) {
+      await sleep(10)
+      taken = native!.takeStrays(handle.fd, back, false)
+      strays.push(...taken.strays)
+    }
+    assert.equal(taken.done, true)
+    assert.equal(taken.marker, undefined)
+    assert.deepEqual(strays.map(s => digest(s.data)), early.map(digest))
+    assert.deepEqual(strays.map(s => s.port), early.map((_, i) => portOf(i % 2 ? other : peer)))
+    // Connected back: the peer's datagrams arrive, the other's do not.
+    const after: Buffer[] = []
+    socket.on('message', (m: Buffer) => after.push(m))
+    receiving(handle, true)
+    other.send('not mine', portOf(socket), '127.0.0.1')
+    peer.send('mine', portOf(socket), '127.0.0.1')
+    assert.ok(await eventually(() => after.length === 1))
+    assert.equal(after[0].toString(), 'mine')
+    // Forced at once: whether or not its marker had come, it is named.
+    receiving(handle, false)
+    const forced = native!.takeStrays(handle.fd, native!.sendMarker(handle.fd), true)
+    assert.equal(forced.done, true)
+    assert.equal(forced.marker?.address, '127.0.0.1')
+    assert.ok(forced.marker!.port > 0 && ![portOf(socket), portOf(peer)].includes(forced.marker!.port))
+    for (const s of [socket, peer, other]) s.close()
+  })
+})

@@ -163,12 +163,9 @@ class Flow {
     if (err) return this.#onError(err)
     const handle = handleOf(this.#client)!
     let back: Buffer
-    let marker: string
     try {
       receiving(handle, false)
       back = native!.sendMarker(handle.fd)
-      const { address, port } = this.#client.remoteAddress()
-      marker = hostPort(address, port)
     } catch (err) {
       return this.#onError(err as Error)
     }
@@ -176,11 +173,11 @@ class Flow {
     const take = () => {
       if (this.#finished) return
       const force = performance.now() - since > 1000
-      const { strays, done, error } = native!.takeStrays(handle.fd, back, force)
+      const { strays, done, error, marker } = native!.takeStrays(handle.fd, back, force)
       for (const { data, address, family, port } of strays) this.dispatch(data, { address, family, port, size: data.length })
       if (error) return this.#onError(error)
       if (!done) return setTimeout(take, 1)
-      if (force) Flow.lateMarker(marker)
+      if (marker) Flow.lateMarker(hostPort(marker.address, marker.port))
       try {
         receiving(handle, true)
       } catch (err) {
