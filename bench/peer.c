@@ -251,8 +251,10 @@ static int client(int port, int slots, double seconds, size_t bytes) {
   return 0;
 }
 
+// The bulk peers' buffer: what the sink reads into, what the sender sends.
+static char bulk_buf[1 << 20];
+
 // Sink: reads every connection to EOF, then closes it; counts the bytes.
-static char sink_buf[1 << 20];
 
 static int sink(void) {
   int l = listen_loopback();
@@ -281,7 +283,7 @@ static int sink(void) {
         continue;
       }
       ssize_t r;
-      while ((r = read(fd, sink_buf, sizeof sink_buf)) > 0) bytes += r;
+      while ((r = read(fd, bulk_buf, sizeof bulk_buf)) > 0) bytes += r;
       if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
       close(fd);  // EOF or an error: drops its epoll registration
     }
@@ -298,7 +300,7 @@ struct sender {
 static int send_bulk(int port, int connections, size_t bytes) {
   struct sender *s = calloc(connections, sizeof *s);
   if (!s) die("calloc");
-  memset(sink_buf, 0x5a, sizeof sink_buf);
+  memset(bulk_buf, 0x5a, sizeof bulk_buf);
   struct sockaddr_in a = loopback(port);
   int ep = epoll_create1(EPOLL_CLOEXEC);
   if (ep < 0) die("epoll");
@@ -318,8 +320,8 @@ static int send_bulk(int port, int connections, size_t bytes) {
       struct sender *c = &s[events[e].data.u32];
       if (c->fd < 0) continue;
       while (c->left > 0) {
-        size_t chunk = c->left < sizeof sink_buf ? c->left : sizeof sink_buf;
-        ssize_t w = write(c->fd, sink_buf, chunk);
+        size_t chunk = c->left < sizeof bulk_buf ? c->left : sizeof bulk_buf;
+        ssize_t w = write(c->fd, bulk_buf, chunk);
         if (w < 0 && errno == EINTR) continue;
         if (w < 0 && (errno == EAGAIN || errno == ENOTCONN)) break;  // full, or still connecting
         if (w <= 0) die("write");

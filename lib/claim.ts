@@ -11,6 +11,15 @@ const drains = new Set<EventEmitter>()
 
 interface Ends { source: EventEmitter, drain: EventEmitter }
 
+/**
+ * Whether a stop for `reason` still changes a relay already stopped for
+ * `stopped`: a close or an error overrides an unsplice under way, and
+ * nothing else overrides.
+ */
+export function overrides (stopped: { reason: Reason } | undefined, reason: Reason): boolean {
+  return !stopped || (stopped.reason === Reason.Unsplice && reason !== Reason.Unsplice)
+}
+
 /** Throws EBUSY when a flow's source or drain is already in a relay. */
 export function checkFree (flows: Ends[]): void {
   for (const f of flows) {

@@ -1,6 +1,6 @@
 import dgram from 'node:dgram'
 import util from 'node:util'
-import { checkFree, Claim } from './claim.js'
+import { checkFree, Claim, overrides } from './claim.js'
 import { invalidArgValue, systemError } from './errors.js'
 import { Flag, type NativeHandle, Reason } from './native.js'
 import type { RelayOptions } from './options.js'
@@ -123,8 +123,7 @@ export class DatagramRelay {
 
   /** Ends every flow still going; an unsplice lets datagrams held for the drain go first. */
   stop (reason: Reason, error?: Error): void {
-    const stopped = this.#stopped
-    if (this.#ended || (stopped && (stopped.reason !== Reason.Unsplice || reason === Reason.Unsplice))) return
+    if (this.#ended || !overrides(this.#stopped, reason)) return
     this.#stopped = { reason, error }
     if (this.#handle) {
       this.#options.backend.native!.stop(this.#handle, reason === Reason.Unsplice ? Reason.Unsplice : Reason.Close)

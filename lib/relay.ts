@@ -1,5 +1,5 @@
 import type net from 'node:net'
-import { checkFree, Claim } from './claim.js'
+import { checkFree, Claim, overrides } from './claim.js'
 import { Copy } from './copy.js'
 import { endShut, fdOf, type Hold, holdReading, keepTimeoutsAlive, restoreFlowing, takeBuffered, writeFlushed } from './handover.js'
 import { Flag, type NativeBinding, type NativeHandle, Reason } from './native.js'
@@ -128,8 +128,7 @@ export class Relay {
    * ends at once.
    */
   stop (reason: Reason, error?: Error): void {
-    const stopped = this.#stopped
-    if (this.#phase === 'ended' || (stopped && (stopped.reason !== Reason.Unsplice || reason === Reason.Unsplice))) return
+    if (this.#phase === 'ended' || !overrides(this.#stopped, reason)) return
     this.#stopped = { reason, error }
     if (this.#handle) {
       // Before the flush is done the kernel has not run: it ends at once.

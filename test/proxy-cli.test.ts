@@ -10,8 +10,6 @@ import http from 'node:http'
 import { hostPort } from '../lib/cli/args.js'
 import { cli, type Digest, digest, receive, runCli, send, stream } from './helpers.js'
 
-
-/** Everything `readable` has said so far, and a wait for what it will say. */
 /** Where `proxy --udp` listens and its clients are. */
 interface UdpPlace { name: string, listen: string, client: string }
 
@@ -26,6 +24,7 @@ function linkLocal (): UdpPlace | undefined {
   return undefined
 }
 
+/** Everything `readable` has said so far, and a wait for what it will say. */
 function collect (readable: Readable) {
   let text = ''
   readable.setEncoding('utf8')
@@ -67,8 +66,7 @@ describe('sosplice proxy (command line)', () => {
     for (const socket of sockets.splice(0)) socket.destroy()
   })
 
-  /** Starts `sosplice proxy ARGS` and waits for its 'listening on' line. */
-  /** `proxy --udp` (idle 300 ms) to a UDP echo server, and `n` clients bound on 127.0.0.1. */
+  /** `proxy --udp` (idle 300 ms) to a UDP echo server, and `n` clients bound at `where`. */
   async function udpEchoProxy (backend: string, n: number, where: UdpPlace = loopback4) {
     const echo = dgram.createSocket('udp4')
     echo.bind(0, '127.0.0.1')
@@ -89,7 +87,7 @@ describe('sosplice proxy (command line)', () => {
     return { echo, child, out, err, port, clients }
   }
 
-
+  /** Starts `sosplice proxy ARGS` and waits for its 'listening on' line. */
   async function start (...args: string[]) {
     const child = spawn(process.execPath, [cli, 'proxy', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
     children.push(child)

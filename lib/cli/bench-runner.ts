@@ -176,39 +176,46 @@ function shortRun (n: number, seconds: number, p50: number, p99: number, cpu: No
 
 /** The bulk workload between a C sender and a C sink. */
 async function bulkC (name: string, size: number, connections: number, peer: string): Promise<BulkRun> {
-  const sink = spawn(peer, ['sink'], { stdio: ['pipe', 'pipe', 'inherit'] })
-  try {
-    const lines = readline.createInterface({ input: sink.stdout! })[Symbol.asyncIterator]()
-    const port = Number((await lines.next()).value)
+  return withCServer(peer, 'sink', async (port, report) => {
     const { seconds, cpu } = await withProxy(name, port, async (port, measure) => {
       const { stdout } = await promisify(execFile)(peer, ['send', String(port), String(connections), String(size)])
       return { seconds: (JSON.parse(stdout) as { seconds: number }).seconds, cpu: await measure() }
     })
-    sink.stdin!.end()
-    const { bytes } = JSON.parse((await lines.next()).value as string) as { bytes: number }
+    const { bytes } = JSON.parse(await report()) as { bytes: number }
     if (bytes !== size) throw new Error(`${name}: received ${bytes} of ${size} bytes`)
     return bulkRun(size, seconds, cpu)
-  } finally {
-    sink.kill()
-  }
+  })
 }
 
 /** The short workload between a C client and a C echo server. */
 async function shortC (name: string, duration: number, connections: number, size: number,
   peer: string): Promise<ShortRun> {
-  const echo = spawn(peer, ['echo'], { stdio: ['pipe', 'pipe', 'inherit'] })
+  return withCServer(peer, 'echo', port => withProxy(name, port, async (port, measure) => {
+    const { stdout } = await promisify(execFile)(peer, ['client', String(port), String(connections),
+      String(duration), String(size)])
+    const r = JSON.parse(stdout) as { connections: number, seconds: number, errors: number, p50: number, p99: number }
+    const cpu = await measure()
+    if (r.connections === 0) throw new Error(`${name}: no connection completed (${r.errors} failed)`)
+    return shortRun(r.connections, r.seconds, r.p50, r.p99, cpu, r.errors ? { failed: r.errors } : {})
+  }))
+}
+
+/**
+ * Starts the C peer's server `mode` (echo or sink) and gives `run` its port
+ * and `report`, which closes its stdin and returns the line it then prints.
+ */
+async function withCServer<T> (peer: string, mode: string,
+  run: (port: number, report: () => Promise<string>) => Promise<T>): Promise<T> {
+  const server = spawn(peer, [mode], { stdio: ['pipe', 'pipe', 'inherit'] })
   try {
-    const [line] = await once(readline.createInterface({ input: echo.stdout! }), 'line') as [string]
-    return await withProxy(name, Number(line), async (port, measure) => {
-      const { stdout } = await promisify(execFile)(peer, ['client', String(port), String(connections),
-        String(duration), String(size)])
-      const r = JSON.parse(stdout) as { connections: number, seconds: number, errors: number, p50: number, p99: number }
-      const cpu = await measure()
-      if (r.connections === 0) throw new Error(`${name}: no connection completed (${r.errors} failed)`)
-      return shortRun(r.connections, r.seconds, r.p50, r.p99, cpu, r.errors ? { failed: r.errors } : {})
+    const lines = readline.createInterface({ input: server.stdout! })[Symbol.asyncIterator]()
+    const port = Number((await lines.next()).value)
+    return await run(port, async () => {
+      server.stdin!.end()
+      return (await lines.next()).value as string
     })
   } finally {
-    echo.kill()
+    server.kill()
   }
 }
 
