@@ -28,11 +28,12 @@ export interface SpliceOptions extends Limits {
 }
 
 /**
- * What 'auto' copies in JavaScript before the kernel takes over: below it a
- * connection costs more to hand to the kernel than to copy (measured with
+ * What 'auto' copies in JavaScript before the kernel takes over: exchanges
+ * of a few KiB cost no more copied than spliced, and from about 8 KiB the
+ * kernel wins on a host whose cores serve the proxy (measured with
  * `sosplice bench --message`, README).
  */
-export const autoSpliceAfter = 64 * 1024
+export const autoSpliceAfter = 16 * 1024
 
 /** Options parsed and checked, once per relay. */
 export interface RelayOptions {
